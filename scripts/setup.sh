@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# setup.sh installs everything livefix needs on a Debian 12 machine:
+# the packaged kernel (image, headers, matching source), qemu to boot it,
+# busybox for the test initramfs and the toolchain to build kernel objects.
+#
+# Idempotent and non-interactive. When every package is already installed
+# it only checks and exits; apt-get update runs only when something is missing.
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+packages=(
+	qemu-system-x86 linux-image-amd64 linux-headers-amd64 linux-source-6.1
+	busybox-static cpio kmod flex bison bc libssl-dev libelf-dev dwarves
+	rsync xz-utils gcc make binutils patch
+)
+
+[[ -r /etc/debian_version ]] || die "this script supports Debian 12 only (no /etc/debian_version)"
+command -v dpkg-query >/dev/null || die "dpkg-query not found; this script needs a Debian system"
+
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+	command -v sudo >/dev/null || die "not root and sudo is missing; run this script as root"
+	sudo=(sudo -n)
+fi
+
+# missing PKG... prints the packages that are not fully installed.
+missing() {
+	local p status
+	for p in "$@"; do
+		status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+		[[ $status == installed ]] || printf '%s\n' "$p"
+	done
+}
+
+updated=0
+install() {
+	if [[ $updated -eq 0 ]]; then
+		log "apt-get update"
+		"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq ||
+			die "apt-get update failed; check the network and /etc/apt/sources.list"
+		updated=1
+	fi
+	log "installing: $*"
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends "$@" ||
+		die "apt-get install $* failed; see the apt output above"
+}
+
+mapfile -t need < <(missing "${packages[@]}")
+if [[ ${#need[@]} -gt 0 ]]; then
+	install "${need[@]}"
+else
+	log "all ${#packages[@]} packages already installed"
+fi
+
+# The kernel we boot and build for is the newest /boot/vmlinuz-*; its headers
+# must match exactly, or out-of-tree modules get the wrong vermagic.
+release=""
+if compgen -G '/boot/vmlinuz-*' >/dev/null; then
+	release=$(for f in /boot/vmlinuz-*; do printf '%s\n' "${f#/boot/vmlinuz-}"; done | sort -V | tail -n 1)
+fi
+[[ -n $release ]] || die "no /boot/vmlinuz-* after installing linux-image-amd64"
+log "kernel release: $release"
+
+hdr="linux-headers-$release"
+if [[ -n $(missing "$hdr") ]]; then
+	install "$hdr"
+fi
+
+# Verify what the rest of the project relies on, so a broken install fails here
+# with a clear message rather than deep inside a test.
+for f in "/boot/vmlinuz-$release" "/boot/config-$release" "/boot/System.map-$release" \
+	"/lib/modules/$release/build/Makefile" "/lib/modules/$release/modules.dep" \
+	/usr/src/linux-source-6.1.tar.xz /bin/busybox; do
+	[[ -e $f ]] || die "$f is missing after install; reinstall the package that owns it"
+done
+for c in qemu-system-x86_64 gcc make patch xz cpio flex bison bc; do
+	command -v "$c" >/dev/null || die "$c not on PATH after install"
+done
+log "ok: kernel $release, headers, source, qemu and toolchain present"
