@@ -1,4 +1,4 @@
-/* case: only the split-off cold part changes (report_error(r * 4) -> r * 4): submit.cold bytes change, submit bytes and relocs (jump to .text.unlikely.submit-4) stay identical. The parent is listed too: the cold block is only reached by jumps from submit, so it can only be replaced by replacing submit (convention: a changed .cold child marks its parent changed). */
+/* case: only the split-off cold part changes (report_error(r * 3) -> r * 4): submit.cold bytes change, submit bytes and relocs (jump to .text.unlikely.submit-4) stay identical. The parent is listed too: the cold block is only reached by jumps from submit, so it can only be replaced by replacing submit (convention: a changed .cold child marks its parent changed). */
 extern int printk(const char *fmt, ...);
 extern void report_error(int code) __attribute__((cold));
 extern int queue_it(int);

@@ -1,4 +1,4 @@
-/* case: two functions each have a function-local "static int count"; gcc 12 names them count.0 / count.1 (.bss.count.0 / .bss.count.1). Only rx_packet changes -> only it is changed; count.N must correlate via the referencing function. */
+/* case: two functions each have a function-local "static int count"; gcc 12 numbers them in reverse definition order (tx_packet: count.0, rx_packet: count.1; sections .bss.count.N). Only rx_packet changes -> only it is changed; count.N must correlate via the referencing function. */
 extern int printk(const char *fmt, ...);
 
 int rx_packet(int len)

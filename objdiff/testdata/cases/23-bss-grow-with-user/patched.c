@@ -1,4 +1,4 @@
-/* case: static bss buffer grows (static char logbuf[128] -> [128], .bss.logbuf) and log_put's bound check (sizeof) changes with it -> refused logbuf "data size changed" AND log_put changed (other lists still filled when refusing), exit 3. */
+/* case: static bss buffer grows (static char logbuf[64] -> [128], .bss.logbuf) and log_put's bound check (sizeof) changes with it -> refused logbuf "data size changed" AND log_put changed (other lists still filled when refusing), exit 3. */
 static char logbuf[128];
 static unsigned int logpos;
 
