@@ -1,0 +1,45 @@
+// Command livefix-build turns source patches into live patches.
+//
+//	livefix-build diff ORIG.o PATCHED.o [--json] [-o OUT.o] [-v]
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `usage: livefix-build COMMAND [ARGS]
+
+commands:
+  diff ORIG.o PATCHED.o [--json] [-o OUT.o] [-v]
+        compare one translation unit compiled before and after a patch
+
+Run 'livefix-build COMMAND --help' for a command's options.
+`
+
+// Exit codes shared by the subcommands.
+const (
+	exitOK       = 0
+	exitFailure  = 1
+	exitBadInput = 2
+	exitRefused  = 3
+	exitNoChange = 4
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(exitBadInput)
+	}
+	var code int
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "diff":
+		code = runDiff(args, os.Stdout, os.Stderr)
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "livefix-build: unknown command %q\n\n%s", cmd, usage)
+		code = exitBadInput
+	}
+	os.Exit(code)
+}

@@ -1,0 +1,175 @@
+package objdiff
+
+import (
+	"debug/elf"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// baseName strips the numbers that gcc appends to local symbols and
+// that change from one build to the next: foo.isra.3 -> foo.isra,
+// count.12 -> count, foo.constprop.0.isra.1 -> foo.constprop.isra.
+func baseName(name string) string {
+	if !strings.Contains(name, ".") {
+		return name
+	}
+	parts := strings.Split(name, ".")
+	keep := parts[:1]
+	for _, p := range parts[1:] {
+		if _, err := strconv.Atoi(p); err == nil {
+			continue
+		}
+		keep = append(keep, p)
+	}
+	return strings.Join(keep, ".")
+}
+
+// numbered reports whether the name carries a build-dependent number.
+func numbered(name string) bool { return baseName(name) != name }
+
+// suffixNumber returns the last numeric component of a name, for a stable
+// order among symbols of one base name.
+func suffixNumber(name string) int {
+	parts := strings.Split(name, ".")
+	for i := len(parts) - 1; i > 0; i-- {
+		if n, err := strconv.Atoi(parts[i]); err == nil {
+			return n
+		}
+	}
+	return -1
+}
+
+// correlate pairs the entities of the two objects.
+func (d *differ) correlate() {
+	d.pair(d.orig.funcs, d.patched.funcs, nil)
+	d.pair(d.orig.data, d.patched.data, func(e *entity) string { return d.owners(e) })
+}
+
+func link(a, b *entity) { a.twin, b.twin = b, a }
+
+// pair correlates one kind of entity. Global symbols and local symbols
+// without build-dependent numbers correlate by exact name. Numbered
+// local symbols correlate within their base name: alone, by owner (the
+// functions that use them), by identical content, then by order.
+func (d *differ) pair(orig, patched []*entity, owner func(*entity) string) {
+	exact := func(e *entity) bool { return e.sym.Bind != elf.STB_LOCAL || !numbered(e.name()) }
+	byName := make(map[string][]*entity)
+	for _, e := range orig {
+		if exact(e) {
+			byName[e.name()] = append(byName[e.name()], e)
+		}
+	}
+	for _, b := range patched {
+		if !exact(b) {
+			continue
+		}
+		if as := byName[b.name()]; len(as) > 0 {
+			link(as[0], b)
+			byName[b.name()] = as[1:]
+		}
+	}
+
+	groups := func(es []*entity) map[string][]*entity {
+		m := make(map[string][]*entity)
+		for _, e := range es {
+			if e.twin == nil && !exact(e) {
+				m[baseName(e.name())] = append(m[baseName(e.name())], e)
+			}
+		}
+		for _, g := range m {
+			slices.SortStableFunc(g, func(a, b *entity) int { return suffixNumber(a.name()) - suffixNumber(b.name()) })
+		}
+		return m
+	}
+	og, pg := groups(orig), groups(patched)
+	bases := make([]string, 0, len(pg))
+	for b := range pg {
+		bases = append(bases, b)
+	}
+	slices.Sort(bases)
+	for _, base := range bases {
+		as, bs := og[base], pg[base]
+		if len(as) == 0 {
+			continue
+		}
+		if len(as) == 1 && len(bs) == 1 {
+			link(as[0], bs[0])
+			continue
+		}
+		if owner != nil {
+			matchBy(as, bs, owner)
+		}
+		matchBy(as, bs, d.fingerprint)
+		as, bs = unpaired(as), unpaired(bs)
+		if len(as) == len(bs) {
+			for i := range as {
+				link(as[i], bs[i])
+			}
+		}
+	}
+}
+
+// matchBy links unpaired entities whose key is equal and unique on both
+// sides.
+func matchBy(as, bs []*entity, key func(*entity) string) {
+	count := func(es []*entity) map[string][]*entity {
+		m := make(map[string][]*entity)
+		for _, e := range es {
+			if e.twin == nil {
+				k := key(e)
+				m[k] = append(m[k], e)
+			}
+		}
+		return m
+	}
+	am, bm := count(as), count(bs)
+	for _, b := range bs {
+		if b.twin != nil {
+			continue
+		}
+		k := key(b)
+		if x, y := am[k], bm[k]; len(x) == 1 && len(y) == 1 {
+			link(x[0], y[0])
+		}
+	}
+}
+
+func unpaired(es []*entity) []*entity {
+	var out []*entity
+	for _, e := range es {
+		if e.twin == nil {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// owners names, in the original object's terms, the functions whose
+// code refers to a data entity.
+func (d *differ) owners(e *entity) string {
+	var names []string
+	for _, f := range e.obj.funcs {
+		for _, r := range f.relocs {
+			if t := e.obj.resolve(f.sec, r); t.kind == refEntity && t.ent == e {
+				names = append(names, d.stableName(f))
+				break
+			}
+		}
+	}
+	slices.Sort(names)
+	return strings.Join(slices.Compact(names), ",")
+}
+
+// stableName is the name of an entity in the original object's terms:
+// its own name in the original, its twin's in the patched object, and a
+// marked name for an entity that has no twin.
+func (d *differ) stableName(e *entity) string {
+	if e.obj == d.orig {
+		return e.name()
+	}
+	if e.twin != nil {
+		return e.twin.name()
+	}
+	return "+" + e.name()
+}

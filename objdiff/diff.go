@@ -1,0 +1,405 @@
+package objdiff
+
+import (
+	"bytes"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/livefix/livefix/elfobj"
+)
+
+// Refusal reasons. Every refusal's Reason starts with one of these.
+const (
+	ReasonDataSize = "data size changed"
+	ReasonDataInit = "data initial value changed"
+	ReasonInitCode = "init code changed"
+	ReasonInitData = "init data changed"
+	ReasonNoFentry = "no fentry"
+	ReasonSection  = "unsupported section"
+)
+
+// ErrNoFunctionalChange is returned by Result.Err when the objects differ
+// at most in __LINE__ values.
+var ErrNoFunctionalChange = errors.New("no functional change")
+
+// RefusedError is returned by Result.Err when some change cannot be live
+// patched.
+type RefusedError struct{ Refused []Refusal }
+
+func (e *RefusedError) Error() string {
+	parts := make([]string, len(e.Refused))
+	for i, r := range e.Refused {
+		parts[i] = r.Symbol + ": " + r.Reason
+	}
+	return "cannot live patch: " + strings.Join(parts, "; ")
+}
+
+// Refusal names a change that cannot be live patched, and why.
+type Refusal struct {
+	Symbol string `json:"symbol"`
+	Reason string `json:"reason"`
+}
+
+// ChangeSet is the machine-readable summary of a diff. Names are symbol
+// names as they appear in the patched object.
+type ChangeSet struct {
+	Changed            []string  `json:"changed"`
+	New                []string  `json:"new"`
+	NewData            []string  `json:"new_data"`
+	Refused            []Refusal `json:"refused"`
+	NoFunctionalChange bool      `json:"no_functional_change"`
+}
+
+// Func is a function whose running copy a live patch replaces.
+type Func struct {
+	// Name is the function's name in the patched object and in Output.
+	Name string
+	// OrigName is its name in the original object, which the running
+	// target knows it by.
+	OrigName string
+	// Local reports a static function (its name may not be unique in
+	// the running target).
+	Local bool
+	// Reason says what changed, for verbose output.
+	Reason string
+}
+
+// Extern is a reference from the included code to code or data that the
+// patch does not carry: it must be resolved against the running target.
+type Extern struct {
+	// Name is the symbol's name in Output, which is its name in the
+	// running target.
+	Name string
+	// Local reports a static symbol of the patched translation unit
+	// (resolved by position in the target's symbol table), as opposed to
+	// a global symbol or an undefined reference of the original object.
+	Local bool
+	// Func reports a function rather than data.
+	Func bool
+}
+
+// Result is the outcome of Diff.
+type Result struct {
+	ChangeSet
+	// Funcs lists the functions to redirect, sorted by Name.
+	Funcs []Func
+	// Externals lists the symbols Output leaves undefined, sorted.
+	Externals []Extern
+	// Output holds the included parts; nil when something was refused or
+	// nothing changed.
+	Output *elfobj.File
+}
+
+// Err returns nil when the result is a patchable change, a *RefusedError
+// when something was refused, and ErrNoFunctionalChange otherwise.
+func (r *Result) Err() error {
+	switch {
+	case len(r.Refused) > 0:
+		return &RefusedError{Refused: r.Refused}
+	case r.NoFunctionalChange:
+		return ErrNoFunctionalChange
+	}
+	return nil
+}
+
+// Options tunes Diff.
+type Options struct {
+	// Fentry controls the "no fentry" refusal: FentryAuto requires an
+	// __fentry__ call in every changed function when the original object
+	// was compiled with -mfentry.
+	Fentry FentryMode
+}
+
+// FentryMode says whether changed functions need an ftrace entry.
+type FentryMode int
+
+const (
+	FentryAuto FentryMode = iota
+	FentryRequired
+	FentryIgnored
+)
+
+type differ struct {
+	orig, patched *object
+	opts          Options
+	anonKeys      map[anonMemo]string
+	specs         map[*object][]*special
+	owned         map[*entity][]ownedEntry
+	refused       []Refusal
+	rodataChanged map[*entity]bool
+}
+
+// Diff compares the original and patched objects of one translation unit.
+// The two files are not modified.
+func Diff(orig, patched *elfobj.File, opts Options) (*Result, error) {
+	d := &differ{
+		orig: analyse(orig), patched: analyse(patched), opts: opts,
+		anonKeys: make(map[anonMemo]string), specs: make(map[*object][]*special),
+		owned: make(map[*entity][]ownedEntry), rodataChanged: make(map[*entity]bool),
+	}
+	d.indexSpecials(d.orig)
+	d.indexSpecials(d.patched)
+	d.correlate()
+	d.compareFuncs()
+	d.compareData()
+	d.propagate()
+	d.checkSections()
+	res := d.result()
+	if len(res.Refused) == 0 && !res.NoFunctionalChange {
+		out, err := d.extract(res)
+		if err != nil {
+			return nil, fmt.Errorf("extract included parts: %w", err)
+		}
+		res.Output = out
+	}
+	return res, nil
+}
+
+func (d *differ) refuse(sym, reason string) {
+	d.refused = append(d.refused, Refusal{Symbol: sym, Reason: reason})
+}
+
+func isInit(sec *elfobj.Section) bool {
+	return strings.HasPrefix(sec.Name, ".init.") || sec.Name == ".init"
+}
+
+// isFragment reports a part of a function split off by gcc (foo.cold),
+// which has no entry of its own and is reached only from its parent.
+func isFragment(e *entity) bool { return strings.HasSuffix(baseName(e.name()), ".cold") }
+
+func hasFentry(e *entity) bool {
+	for _, r := range e.relocs {
+		if r.Sym != nil && r.Sym.Name == "__fentry__" && r.Offset-e.start <= 16 {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *differ) compareFuncs() {
+	for _, b := range d.patched.funcs {
+		a := b.twin
+		if a == nil {
+			b.state = added
+			continue
+		}
+		bytesSame := bytes.Equal(a.content(), b.content())
+		relocWhy := d.relocDiff(a, b)
+		switch {
+		case !bytesSame && relocWhy == "" && d.lineOnly(a, b):
+			b.state = lineOnly
+		case !bytesSame:
+			b.state, b.why = changed, "code changed"
+		case relocWhy != "":
+			b.state, b.why = changed, relocWhy
+		}
+		if b.state != changed {
+			if differs, line, what := d.specialDiff(a, b); differs && !line {
+				b.state, b.why = changed, "its "+what+" entries changed"
+			} else if differs && b.state == unchanged {
+				b.state = lineOnly
+			}
+		}
+	}
+}
+
+func (d *differ) compareData() {
+	for _, b := range d.patched.data {
+		a := b.twin
+		if a == nil {
+			b.state = added
+			continue
+		}
+		writable := a.sec.Flags&elf.SHF_WRITE != 0 || b.sec.Flags&elf.SHF_WRITE != 0
+		sizeChanged := a.size() != b.size()
+		valueChanged := !bytes.Equal(a.content(), b.content()) || d.relocDiff(a, b) != ""
+		if !sizeChanged && !valueChanged {
+			continue
+		}
+		b.state = changed
+		switch {
+		case isInit(a.sec) || isInit(b.sec):
+			d.refuse(b.name(), ReasonInitData+": only boot-time code uses it, so a live patch cannot change it")
+		case writable && sizeChanged:
+			d.refuse(b.name(), fmt.Sprintf("%s: %d bytes instead of %d; the running object cannot grow in place (use shadow variables for new per-object state)", ReasonDataSize, b.size(), a.size()))
+		case writable:
+			d.refuse(b.name(), ReasonDataInit+": the running value is what counts; set it from code in the patch if the new value must take effect")
+		case b.sym.Bind != elf.STB_LOCAL:
+			d.refuse(b.name(), ReasonDataInit+": global read-only object; code outside this file would keep reading the old copy")
+		default:
+			d.rodataChanged[b] = true
+		}
+	}
+}
+
+// propagate marks the functions that use a changed read-only object, and
+// the parents of changed fragments, as changed, and applies the
+// function-level refusals.
+func (d *differ) propagate() {
+	for _, f := range d.patched.funcs {
+		if f.state == changed || f.state == added {
+			continue
+		}
+		for _, r := range f.relocs {
+			if t := d.patched.resolve(f.sec, r); t.kind == refEntity && d.rodataChanged[t.ent] {
+				f.state, f.why = changed, "uses changed read-only "+t.ent.name()
+				break
+			}
+		}
+	}
+	for _, f := range d.patched.funcs {
+		if isFragment(f) && f.state == changed {
+			if p := d.parentOf(f); p != nil && p.state != added {
+				if p.state != changed {
+					p.state, p.why = changed, "its split-off part "+f.name()+" changed"
+				}
+			}
+		}
+	}
+	for _, f := range d.patched.funcs {
+		switch {
+		case f.state == changed && isInit(f.sec):
+			d.refuse(f.name(), ReasonInitCode+": __init code has already run and been freed; a live patch cannot change it")
+		case f.state == added && isInit(f.sec):
+			d.refuse(f.name(), ReasonInitCode+": a new __init function would never run in a live patch")
+		case f.state == changed && !isFragment(f) && d.needFentry() && !hasFentry(f.twin):
+			d.refuse(f.name(), ReasonNoFentry+": the original has no __fentry__ call (notrace or noinstr code), so ftrace cannot redirect it")
+		}
+	}
+}
+
+func (d *differ) needFentry() bool {
+	switch d.opts.Fentry {
+	case FentryRequired:
+		return true
+	case FentryIgnored:
+		return false
+	}
+	return d.orig.fentry
+}
+
+// parentOf returns the function a fragment was split from.
+func (d *differ) parentOf(frag *entity) *entity {
+	name := frag.name()
+	i := strings.LastIndex(name, ".cold")
+	if i <= 0 {
+		return nil
+	}
+	parent := name[:i]
+	for _, f := range frag.obj.funcs {
+		if f.name() == parent {
+			return f
+		}
+	}
+	return nil
+}
+
+// checkSections refuses changes in sections that hold neither functions,
+// nor objects, nor known special tables, nor anonymous data used by code:
+// the engine cannot say what such a change means.
+func (d *differ) checkSections() {
+	used := func(o *object) map[*elfobj.Section]bool {
+		m := make(map[*elfobj.Section]bool)
+		for sec, rs := range o.relocs {
+			for _, r := range rs {
+				if t := o.resolve(sec, r); t.sec != nil && t.kind != refEntity {
+					m[t.sec] = true
+				}
+			}
+		}
+		return m
+	}
+	uo, up := used(d.orig), used(d.patched)
+	consider := func(o *object, s *elfobj.Section, used map[*elfobj.Section]bool) bool {
+		return !ignoredSection(s) && len(o.entities[s]) == 0 && tableFor(s.Name) == nil &&
+			!parallelOf(s.Name) && !used[s] && s.Len() > 0
+	}
+	seen := make(map[string]bool)
+	for _, sb := range d.patched.f.Sections {
+		if !consider(d.patched, sb, up) || seen[sb.Name] {
+			continue
+		}
+		seen[sb.Name] = true
+		sa := d.orig.f.SectionByName(sb.Name)
+		if sa == nil {
+			d.refuse(sb.Name, ReasonSection+" "+sb.Name+": the patch adds it and the engine does not know what it means")
+			continue
+		}
+		if d.anonKey(d.orig, sa, false) != d.anonKey(d.patched, sb, false) {
+			d.refuse(sb.Name, ReasonSection+" "+sb.Name+": its contents changed and the engine does not know what they mean")
+		}
+	}
+	for _, sa := range d.orig.f.Sections {
+		if consider(d.orig, sa, uo) && !seen[sa.Name] && d.patched.f.SectionByName(sa.Name) == nil {
+			d.refuse(sa.Name, ReasonSection+" "+sa.Name+": the patch removes it and the engine does not know what it meant")
+		}
+	}
+	// A section the engine does not know must not hold entries for code
+	// the patch replaces: they would be silently dropped.
+	for _, sb := range d.patched.f.Sections {
+		if !consider(d.patched, sb, up) || isCode(sb) {
+			continue
+		}
+		for _, r := range d.patched.relocs[sb] {
+			t := d.patched.resolve(sb, r)
+			if t.kind == refEntity && t.ent.isFunc && (t.ent.state == changed || t.ent.state == added) {
+				d.refuse(t.ent.name(), ReasonSection+" "+sb.Name+": it holds an entry for this function that a live patch would lose")
+				break
+			}
+		}
+	}
+	// A special table the engine cannot split must not hold entries of
+	// code the patch replaces.
+	for _, sp := range d.specs[d.patched] {
+		if sp.err != nil {
+			for _, f := range d.patched.funcs {
+				if f.state == changed || f.state == added {
+					d.refuse(sp.sec.Name, ReasonSection+": "+sp.err.Error())
+					break
+				}
+			}
+		}
+	}
+}
+
+func (d *differ) result() *Result {
+	res := &Result{}
+	res.Changed, res.New, res.NewData = []string{}, []string{}, []string{}
+	refusedSym := make(map[string]bool)
+	for _, r := range d.refused {
+		refusedSym[r.Symbol] = true
+	}
+	for _, f := range d.patched.funcs {
+		if refusedSym[f.name()] {
+			continue
+		}
+		switch f.state {
+		case changed:
+			res.Changed = append(res.Changed, f.name())
+			if !isFragment(f) {
+				res.Funcs = append(res.Funcs, Func{Name: f.name(), OrigName: f.twin.name(), Local: f.twin.sym.Bind == elf.STB_LOCAL, Reason: f.why})
+			}
+		case added:
+			res.New = append(res.New, f.name())
+		}
+	}
+	for _, e := range d.patched.data {
+		if e.state == added && !refusedSym[e.name()] {
+			res.NewData = append(res.NewData, e.name())
+		}
+	}
+	slices.Sort(res.Changed)
+	slices.Sort(res.New)
+	slices.Sort(res.NewData)
+	slices.SortFunc(res.Funcs, func(a, b Func) int { return strings.Compare(a.Name, b.Name) })
+	res.Refused = slices.Clone(d.refused)
+	if res.Refused == nil {
+		res.Refused = []Refusal{}
+	}
+	slices.SortFunc(res.Refused, func(a, b Refusal) int { return strings.Compare(a.Symbol, b.Symbol) })
+	res.NoFunctionalChange = len(res.Changed) == 0 && len(res.New) == 0 && len(res.NewData) == 0 && len(res.Refused) == 0
+	return res
+}
