@@ -1,0 +1,280 @@
+package proc
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+)
+
+const ntGNUBuildID = 3
+
+// ReadBuildID returns the GNU build-id (NT_GNU_BUILD_ID note) of the ELF file
+// at path. It returns an error wrapping ErrNoBuildID if the file has none.
+func ReadBuildID(path string) ([]byte, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read build-id: %w", err)
+	}
+	defer f.Close()
+	id, err := buildID(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return id, nil
+}
+
+// buildID looks for the note in PT_NOTE segments first (they survive
+// stripping of section headers), then in SHT_NOTE sections.
+func buildID(f *elf.File) ([]byte, error) {
+	for _, p := range f.Progs {
+		if p.Type != elf.PT_NOTE {
+			continue
+		}
+		if id := findBuildIDNote(p.Open(), p.Filesz, p.Align, f.ByteOrder); id != nil {
+			return id, nil
+		}
+	}
+	for _, s := range f.Sections {
+		if s.Type != elf.SHT_NOTE {
+			continue
+		}
+		if id := findBuildIDNote(s.Open(), s.Size, s.Addralign, f.ByteOrder); id != nil {
+			return id, nil
+		}
+	}
+	return nil, ErrNoBuildID
+}
+
+// findBuildIDNote scans one note area. Malformed notes end the scan.
+func findBuildIDNote(r io.Reader, size, align uint64, bo interface{ Uint32([]byte) uint32 }) []byte {
+	const maxNotes = 1 << 20
+	if size == 0 || size > maxNotes {
+		return nil
+	}
+	data := make([]byte, size)
+	if _, err := io.ReadFull(r, data); err != nil {
+		return nil
+	}
+	if align != 8 {
+		align = 4
+	}
+	pad := func(n uint64) uint64 { return (n + align - 1) &^ (align - 1) }
+	for len(data) >= 12 {
+		namesz, descsz, typ := uint64(bo.Uint32(data)), uint64(bo.Uint32(data[4:])), bo.Uint32(data[8:])
+		data = data[12:]
+		if namesz > uint64(len(data)) || pad(namesz) > uint64(len(data)) {
+			return nil
+		}
+		name := data[:namesz]
+		data = data[pad(namesz):]
+		if descsz > uint64(len(data)) {
+			return nil
+		}
+		desc := data[:descsz]
+		if pad(descsz) > uint64(len(data)) {
+			data = nil
+		} else {
+			data = data[pad(descsz):]
+		}
+		if typ == ntGNUBuildID && bytes.Equal(name, []byte("GNU\x00")) && len(desc) > 0 {
+			return bytes.Clone(desc)
+		}
+	}
+	return nil
+}
+
+// Object is an ELF file mapped into a process.
+type Object struct {
+	Path     string    // path as shown in maps; may end in " (deleted)"
+	BuildID  []byte    // GNU build-id
+	Mappings []Mapping // every mapping of the file, ascending
+	// Bias is the load bias: runtime address = Bias + ELF virtual address.
+	// Zero for non-PIE executables.
+	Bias uint64
+}
+
+// Start returns the lowest mapped address of the object.
+func (o *Object) Start() uint64 { return o.Mappings[0].Start }
+
+// End returns the end of the highest mapping of the object.
+func (o *Object) End() uint64 { return o.Mappings[len(o.Mappings)-1].End }
+
+// Deleted reports whether the file was unlinked or replaced after mapping.
+func (o *Object) Deleted() bool { return o.Mappings[0].Deleted() }
+
+// openMapped opens the file behind m: map_files first (exact file even if
+// deleted or replaced), then the path inside the process's root (containers),
+// then the plain path.
+func openMapped(pid int, m Mapping) (*os.File, error) {
+	f, err := os.Open(m.MapFile(pid))
+	if err == nil {
+		return f, nil
+	}
+	if m.Deleted() {
+		return nil, fmt.Errorf("open deleted %s: %w", m.Path, err)
+	}
+	if f, err2 := os.Open(fmt.Sprintf("/proc/%d/root%s", pid, m.Path)); err2 == nil {
+		return f, nil
+	}
+	f, err = os.Open(m.Path)
+	if err != nil {
+		return nil, fmt.Errorf("open mapped file: %w", err)
+	}
+	return f, nil
+}
+
+// elfInfo is what Objects needs from an ELF file.
+type elfInfo struct {
+	buildID    []byte
+	loadVaddr  uint64 // lowest PT_LOAD p_vaddr
+	loadOffset uint64 // its p_offset
+	err        error
+}
+
+func readELFInfo(r io.ReaderAt) elfInfo {
+	f, err := elf.NewFile(r)
+	if err != nil {
+		return elfInfo{err: err}
+	}
+	var info elfInfo
+	found := false
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && (!found || p.Vaddr < info.loadVaddr) {
+			info.loadVaddr, info.loadOffset, found = p.Vaddr, p.Off, true
+		}
+	}
+	if !found {
+		return elfInfo{err: errors.New("no PT_LOAD segment")}
+	}
+	info.buildID, info.err = buildID(f)
+	return info
+}
+
+type fileKey struct {
+	dev   string
+	inode uint64
+	path  string
+}
+
+// infoCache memoises ELF information per mapped file across processes.
+type infoCache map[fileKey]elfInfo
+
+func (c infoCache) get(pid int, m Mapping) elfInfo {
+	k := fileKey{m.Dev, m.Inode, m.Path}
+	if info, ok := c[k]; ok {
+		return info
+	}
+	var info elfInfo
+	if f, err := openMapped(pid, m); err != nil {
+		info.err = err
+	} else {
+		info = readELFInfo(f)
+		f.Close()
+	}
+	// Errors from a file that vanished or a process that exited are not
+	// properties of the file; do not cache them.
+	if info.err == nil || !errors.Is(info.err, os.ErrNotExist) {
+		c[k] = info
+	}
+	return info
+}
+
+// Objects returns every ELF file with a build-id mapped into pid, ordered by
+// address. Files that are not ELF or have no build-id are skipped.
+func Objects(pid int) ([]Object, error) {
+	maps, err := ReadMaps(pid)
+	if err != nil {
+		return nil, err
+	}
+	return objects(pid, maps, infoCache{}), nil
+}
+
+func objects(pid int, maps []Mapping, cache infoCache) []Object {
+	byFile := map[fileKey][]Mapping{}
+	var order []fileKey
+	for _, m := range maps {
+		if !m.FileBacked() {
+			continue
+		}
+		k := fileKey{m.Dev, m.Inode, m.Path}
+		if _, ok := byFile[k]; !ok {
+			order = append(order, k)
+		}
+		byFile[k] = append(byFile[k], m)
+	}
+	var objs []Object
+	for _, k := range order {
+		ms := byFile[k]
+		sort.Slice(ms, func(i, j int) bool { return ms[i].Start < ms[j].Start })
+		info := cache.get(pid, ms[0])
+		if info.err != nil {
+			continue
+		}
+		first := ms[0]
+		objs = append(objs, Object{
+			Path:     first.Path,
+			BuildID:  info.buildID,
+			Mappings: ms,
+			Bias:     first.Start - first.Offset - (info.loadVaddr - info.loadOffset),
+		})
+	}
+	sort.Slice(objs, func(i, j int) bool { return objs[i].Start() < objs[j].Start() })
+	return objs
+}
+
+// FindObject returns the object with the given build-id mapped into pid, or
+// an error wrapping ErrNotMapped.
+func FindObject(pid int, buildID []byte) (*Object, error) {
+	if len(buildID) == 0 {
+		return nil, errors.New("find object: empty build-id")
+	}
+	objs, err := Objects(pid)
+	if err != nil {
+		return nil, err
+	}
+	for i := range objs {
+		if bytes.Equal(objs[i].BuildID, buildID) {
+			return &objs[i], nil
+		}
+	}
+	return nil, fmt.Errorf("pid %d: build-id %s: %w", pid, hex.EncodeToString(buildID), ErrNotMapped)
+}
+
+// MappingProcesses returns the pids of all processes that map an ELF object
+// with the given build-id (for "patch --all"). Processes that exit during
+// the scan or whose maps cannot be read are skipped.
+func MappingProcesses(buildID []byte) ([]int, error) {
+	if len(buildID) == 0 {
+		return nil, errors.New("scan processes: empty build-id")
+	}
+	pids, err := Processes()
+	if err != nil {
+		return nil, err
+	}
+	cache := infoCache{}
+	var out []int
+	for _, pid := range pids {
+		maps, err := ReadMaps(pid)
+		if err != nil {
+			continue
+		}
+		seen := map[fileKey]bool{}
+		for _, m := range maps {
+			k := fileKey{m.Dev, m.Inode, m.Path}
+			if !m.FileBacked() || seen[k] {
+				continue
+			}
+			seen[k] = true
+			if info := cache.get(pid, m); info.err == nil && bytes.Equal(info.buildID, buildID) {
+				out = append(out, pid)
+				break
+			}
+		}
+	}
+	return out, nil
+}

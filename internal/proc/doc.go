@@ -1,0 +1,63 @@
+// Package proc controls running processes for userspace live patching:
+// it finds mapped objects by build-id, stops all threads of a process,
+// reads and writes its memory, runs system calls inside it (mmap, munmap,
+// mprotect) and lets it go again.
+//
+// # Model
+//
+// The portable part reads /proc: ParseMaps/ReadMaps parse /proc/PID/maps,
+// ReadBuildID reads the GNU build-id note of an ELF file, Objects and
+// FindObject identify mapped ELF files by build-id (opening them through
+// /proc/PID/map_files so that deleted or replaced files are still read
+// exactly as mapped) and compute their load bias, and MappingProcesses
+// finds every process mapping a given build-id.
+//
+// The control part (linux/amd64) is built on PTRACE_SEIZE. Attach seizes
+// every thread listed in /proc/PID/task, interrupts it with
+// PTRACE_INTERRUPT, waits for the stop, and lists the threads again until
+// no new thread appears. A Process is then either stopped (every thread in
+// a ptrace-stop) or running attached (after Resume); Stop returns it to the
+// stopped state, also seizing threads created meanwhile, and Detach ends
+// the session.
+//
+// All ptrace requests and waits for one Process run on a single goroutine
+// locked to its OS thread (the tracer); the exported methods send closures
+// to it and may be called from any goroutine. Waits use
+// wait4(-1, __WALL|__WNOTHREAD|WNOHANG) on that thread, so they see only
+// this Process's tracees and never reap other children of the program.
+// Memory is accessed through /proc/PID/mem (which can write read-only text
+// while attached), with PTRACE_PEEKDATA/POKEDATA as a fallback.
+//
+// Syscall runs one system call on a stopped thread: it saves the
+// registers, points rip at an existing `syscall` instruction (found in the
+// vdso or libc; only as a last resort are two bytes written at rip and
+// restored), sets orig_rax to -1 so an interrupted syscall of the thread
+// is not restart-adjusted, single-steps over the instruction and restores
+// every register, so the thread's own interrupted syscall restarts
+// exactly as it would have.
+//
+// # Safety rules
+//
+//   - Every failure path detaches: if Attach fails, already seized threads
+//     are detached; if Stop, Resume or a broken Syscall fails, the Process
+//     detaches everything and reports the error. Nothing is left stopped.
+//     As a last resort the tracer OS thread exits, and the kernel detaches
+//     whatever it still traces.
+//   - Every wait is bounded by AttachOptions.Timeout; a timeout is an error
+//     (ErrTimeout), never a hang.
+//   - The target's signals are never swallowed. A signal whose
+//     delivery-stop we see while stopping, or that gets in the way of an
+//     injected syscall, is re-injected with its original siginfo on Resume
+//     or Detach. While running attached, signal-delivery-stops are passed
+//     on at once. A process stopped by SIGSTOP (group-stop) stays stopped
+//     (PTRACE_LISTEN on Resume; the kernel restores the stop on Detach).
+//   - Threads that exit while attached are dropped; an exiting thread
+//     during Attach is skipped.
+//   - A program that is the parent of the target must not wait for it
+//     (exec.Cmd.Wait) while it is attached: such a wait from another
+//     thread of the program can consume ptrace stops.
+//
+// Pause times: StoppedFor measures from the first PTRACE_INTERRUPT to the
+// last thread restarted. Per stop the work is one PTRACE_INTERRUPT, one
+// wait and one restart per thread plus one read of /proc/PID/task.
+package proc

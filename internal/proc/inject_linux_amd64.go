@@ -1,0 +1,529 @@
+package proc
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// stoppedThread returns the thread tid if the process is stopped.
+func (p *Process) stoppedThread(tid int) (*thread, error) {
+	if p.running {
+		return nil, fmt.Errorf("pid %d: %w", p.pid, ErrRunning)
+	}
+	t := p.threads[tid]
+	if t == nil || !t.stopped {
+		return nil, fmt.Errorf("thread %d of pid %d: %w", tid, p.pid, ErrNoProcess)
+	}
+	return t, nil
+}
+
+// syscallThread picks the thread that runs injected syscalls: the main
+// thread if it is still there, otherwise the lowest tid.
+func (p *Process) syscallThread() (*thread, error) {
+	if p.running {
+		return nil, fmt.Errorf("pid %d: %w", p.pid, ErrRunning)
+	}
+	if t := p.threads[p.pid]; t != nil && t.stopped {
+		return t, nil
+	}
+	var best *thread
+	for _, t := range p.threads {
+		if t.stopped && (best == nil || t.tid < best.tid) {
+			best = t
+		}
+	}
+	if best == nil {
+		return nil, fmt.Errorf("pid %d: no stopped thread: %w", p.pid, ErrNoProcess)
+	}
+	return best, nil
+}
+
+// Regs returns the registers of a stopped thread.
+func (p *Process) Regs(tid int) (*unix.PtraceRegs, error) {
+	var regs unix.PtraceRegs
+	err := p.do(func() error {
+		if _, err := p.stoppedThread(tid); err != nil {
+			return err
+		}
+		if err := unix.PtraceGetRegs(tid, &regs); err != nil {
+			return fmt.Errorf("get registers of thread %d: %w", tid, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &regs, nil
+}
+
+// SetRegs sets the registers of a stopped thread.
+func (p *Process) SetRegs(tid int, regs *unix.PtraceRegs) error {
+	if regs == nil {
+		return errors.New("set registers: nil registers")
+	}
+	r := *regs
+	return p.do(func() error {
+		if _, err := p.stoppedThread(tid); err != nil {
+			return err
+		}
+		if err := unix.PtraceSetRegs(tid, &r); err != nil {
+			return fmt.Errorf("set registers of thread %d: %w", tid, err)
+		}
+		return nil
+	})
+}
+
+func checkRange(addr uint64, n int) error {
+	if addr > 1<<63-1 || uint64(n) > 1<<63-1-addr {
+		return fmt.Errorf("address range %#x+%d out of range", addr, n)
+	}
+	return nil
+}
+
+// ReadMem reads len(b) bytes at addr through /proc/PID/mem, falling back to
+// PTRACE_PEEKDATA if that fails.
+func (p *Process) ReadMem(addr uint64, b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	if err := checkRange(addr, len(b)); err != nil {
+		return fmt.Errorf("read memory: %w", err)
+	}
+	_, err := p.mem.ReadAt(b, int64(addr))
+	if err == nil {
+		return nil
+	}
+	if p.isDetached() {
+		return fmt.Errorf("read memory of pid %d: %w", p.pid, ErrDetached)
+	}
+	perr := p.do(func() error {
+		t, err := p.syscallThread()
+		if err != nil {
+			return err
+		}
+		n, err := unix.PtracePeekData(t.tid, uintptr(addr), b)
+		if err == nil && n != len(b) {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	})
+	if perr == nil {
+		return nil
+	}
+	return fmt.Errorf("read %d bytes at %#x in pid %d: %w", len(b), addr, p.pid, err)
+}
+
+// WriteMem writes b at addr through /proc/PID/mem, which also works on
+// read-only (e.g. text) mappings while attached; it falls back to
+// PTRACE_POKEDATA if that fails (e.g. proc_mem.force_override=never).
+func (p *Process) WriteMem(addr uint64, b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	if err := checkRange(addr, len(b)); err != nil {
+		return fmt.Errorf("write memory: %w", err)
+	}
+	_, err := p.mem.WriteAt(b, int64(addr))
+	if err == nil {
+		return nil
+	}
+	if p.isDetached() {
+		return fmt.Errorf("write memory of pid %d: %w", p.pid, ErrDetached)
+	}
+	perr := p.do(func() error {
+		t, err := p.syscallThread()
+		if err != nil {
+			return err
+		}
+		n, err := unix.PtracePokeData(t.tid, uintptr(addr), b)
+		if err == nil && n != len(b) {
+			err = io.ErrShortWrite
+		}
+		return err
+	})
+	if perr == nil {
+		return nil
+	}
+	return fmt.Errorf("write %d bytes at %#x in pid %d: %w", len(b), addr, p.pid, err)
+}
+
+func (p *Process) isDetached() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.detached
+}
+
+// maps returns /proc/PID/maps, cached while the process stays stopped and
+// we do not change its address space.
+func (p *Process) maps() ([]Mapping, error) {
+	if p.mapsCache == nil || p.running {
+		m, err := ReadMaps(p.pid)
+		if err != nil {
+			return nil, err
+		}
+		p.mapsCache = m
+	}
+	return p.mapsCache, nil
+}
+
+// Maps returns the current mappings of the process (cached while stopped).
+func (p *Process) Maps() ([]Mapping, error) {
+	var out []Mapping
+	err := p.do(func() error {
+		m, err := p.maps()
+		out = append([]Mapping(nil), m...)
+		return err
+	})
+	return out, err
+}
+
+// StackWords returns up to max 8-byte words from the stack of a stopped
+// thread, starting at its rsp and bounded by the end of the mapping that
+// holds rsp, for conservative return-address scanning.
+func (p *Process) StackWords(tid int, max int) ([]uint64, error) {
+	if max <= 0 {
+		return nil, nil
+	}
+	var words []uint64
+	err := p.do(func() error {
+		if _, err := p.stoppedThread(tid); err != nil {
+			return err
+		}
+		var regs unix.PtraceRegs
+		if err := unix.PtraceGetRegs(tid, &regs); err != nil {
+			return fmt.Errorf("get registers of thread %d: %w", tid, err)
+		}
+		maps, err := p.maps()
+		if err != nil {
+			return err
+		}
+		sp := regs.Rsp
+		var stack *Mapping
+		for i := range maps {
+			if maps[i].Contains(sp) {
+				stack = &maps[i]
+				break
+			}
+		}
+		if stack == nil {
+			return fmt.Errorf("thread %d: rsp %#x is not in any mapping", tid, sp)
+		}
+		n := (stack.End - sp) / 8
+		if n > uint64(max) {
+			n = uint64(max)
+		}
+		buf := make([]byte, n*8)
+		if _, err := p.mem.ReadAt(buf, int64(sp)); err != nil {
+			return fmt.Errorf("read stack of thread %d at %#x: %w", tid, sp, err)
+		}
+		words = make([]uint64, n)
+		for i := range words {
+			words[i] = binary.LittleEndian.Uint64(buf[i*8:])
+		}
+		return nil
+	})
+	return words, err
+}
+
+var syscallInsn = []byte{0x0f, 0x05}
+
+// findSyscallInsn returns the address of a `syscall` instruction (0f 05)
+// in the first limit bytes of m, or 0. Any occurrence will do: decoding
+// starts at rip, so 0f 05 there is a syscall whatever surrounds it.
+func (p *Process) findSyscallInsn(m Mapping, limit uint64) uint64 {
+	const chunk = 256 << 10
+	buf := make([]byte, chunk+1)
+	for off := uint64(0); off < m.Size() && off < limit; off += chunk {
+		n := min(m.Size()-off, chunk+1)
+		b := buf[:n]
+		if _, err := p.mem.ReadAt(b, int64(m.Start+off)); err != nil {
+			return 0
+		}
+		if i := bytes.Index(b, syscallInsn); i >= 0 {
+			return m.Start + off + uint64(i)
+		}
+	}
+	return 0
+}
+
+// syscallSite returns an executable address holding a syscall instruction:
+// one found in the vdso or libc, else two bytes temporarily written at the
+// thread's rip (cleanup restores them).
+func (p *Process) syscallSite(t *thread, regs *unix.PtraceRegs) (site uint64, cleanup func() error, err error) {
+	if p.site != 0 {
+		return p.site, nil, nil
+	}
+	maps, err := p.maps()
+	if err != nil {
+		return 0, nil, err
+	}
+	for _, m := range maps {
+		if p.noSiteSearch {
+			break
+		}
+		if m.Path == "[vdso]" && m.Executable() {
+			if a := p.findSyscallInsn(m, 1<<20); a != 0 {
+				p.site = a
+				return a, nil, nil
+			}
+		}
+	}
+	for _, m := range maps {
+		if p.noSiteSearch {
+			break
+		}
+		if m.Executable() && m.FileBacked() && strings.HasPrefix(filepath.Base(m.FilePath()), "libc") {
+			if a := p.findSyscallInsn(m, 16<<20); a != 0 {
+				p.site = a
+				return a, nil, nil
+			}
+		}
+	}
+	rip := regs.Rip
+	var orig [2]byte
+	if _, err := p.mem.ReadAt(orig[:], int64(rip)); err != nil {
+		return 0, nil, fmt.Errorf("save code at rip %#x of thread %d: %w", rip, t.tid, err)
+	}
+	if _, err := p.mem.WriteAt(syscallInsn, int64(rip)); err != nil {
+		return 0, nil, fmt.Errorf("place syscall at rip %#x of thread %d: %w", rip, t.tid, err)
+	}
+	return rip, func() error {
+		if _, err := p.mem.WriteAt(orig[:], int64(rip)); err != nil {
+			return fmt.Errorf("restore code at rip %#x of thread %d: %w", rip, t.tid, err)
+		}
+		return nil
+	}, nil
+}
+
+// Syscall runs one system call inside the target on a stopped thread (the
+// main thread if present) and restores that thread exactly. A negative
+// return value comes back as the bare unix.Errno; other errors describe a
+// failure to control the target (then the process may be detached).
+func (p *Process) Syscall(nr uintptr, args ...uint64) (uint64, error) {
+	var ret uint64
+	err := p.do(func() error {
+		t, err := p.syscallThread()
+		if err != nil {
+			return err
+		}
+		ret, err = p.syscall(t, nr, args...)
+		return err
+	})
+	return ret, err
+}
+
+// SyscallOn is Syscall on a chosen thread.
+func (p *Process) SyscallOn(tid int, nr uintptr, args ...uint64) (uint64, error) {
+	var ret uint64
+	err := p.do(func() error {
+		t, err := p.stoppedThread(tid)
+		if err != nil {
+			return err
+		}
+		ret, err = p.syscall(t, nr, args...)
+		return err
+	})
+	return ret, err
+}
+
+func (p *Process) syscall(t *thread, nr uintptr, args ...uint64) (uint64, error) {
+	if len(args) > 6 {
+		return 0, fmt.Errorf("syscall %d: %d arguments, at most 6", nr, len(args))
+	}
+	var saved unix.PtraceRegs
+	if err := unix.PtraceGetRegs(t.tid, &saved); err != nil {
+		return 0, fmt.Errorf("syscall %d: save registers of thread %d: %w", nr, t.tid, err)
+	}
+	site, cleanup, err := p.syscallSite(t, &saved)
+	if err != nil {
+		return 0, fmt.Errorf("syscall %d: %w", nr, err)
+	}
+	var a [6]uint64
+	copy(a[:], args)
+	regs := saved
+	regs.Rip = site
+	regs.Rax = uint64(nr)
+	// orig_rax = -1: if the thread stopped inside a syscall, the kernel
+	// must not apply syscall-restart fixups (rip -= 2) to our registers.
+	regs.Orig_rax = ^uint64(0)
+	regs.Rdi, regs.Rsi, regs.Rdx, regs.R10, regs.R8, regs.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+	group := t.group
+	if err := unix.PtraceSetRegs(t.tid, &regs); err != nil {
+		if cleanup != nil {
+			cleanup()
+		}
+		return 0, fmt.Errorf("syscall %d: set registers of thread %d: %w", nr, t.tid, err)
+	}
+	ret, err := p.stepSyscall(t, site)
+	if err == nil {
+		// Restoring every register, orig_rax included, lets the kernel
+		// restart an interrupted syscall exactly as it would have.
+		if err = unix.PtraceSetRegs(t.tid, &saved); err != nil {
+			err = fmt.Errorf("syscall %d: restore registers of thread %d: %w", nr, t.tid, err)
+		}
+		t.group = group
+		if cleanup != nil {
+			if cerr := cleanup(); err == nil {
+				err = cerr
+			}
+		}
+		if err == nil {
+			if int64(ret) < 0 && int64(ret) > -4096 {
+				return ret, unix.Errno(-int64(ret))
+			}
+			return ret, nil
+		}
+	} else if p.threads[t.tid] != nil {
+		// Get the thread back into a stop and put it back as it was.
+		if !t.stopped {
+			ptrace(unix.PTRACE_INTERRUPT, t.tid, 0, 0)
+			p.waitFor(func() bool { return t.stopped || p.threads[t.tid] == nil }, "interrupted syscall")
+		}
+		if t.stopped && unix.PtraceSetRegs(t.tid, &saved) == nil {
+			t.group = group
+			if cleanup == nil || cleanup() == nil {
+				return 0, fmt.Errorf("syscall %d: %w", nr, err)
+			}
+		}
+	}
+	if cleanup != nil {
+		cleanup()
+	}
+	p.release()
+	return 0, fmt.Errorf("syscall %d: %w (detached from pid %d)", nr, err, p.pid)
+}
+
+// stepSyscall single-steps the thread over the syscall instruction at site
+// and returns rax. Signals whose delivery-stops get in the way are held
+// and re-delivered on resume.
+func (p *Process) stepSyscall(t *thread, site uint64) (uint64, error) {
+	deadline := time.Now().Add(p.opts.Timeout)
+	for attempt := 0; attempt < 64 && time.Now().Before(deadline); attempt++ {
+		if !t.eventStop && !t.ourTrap && t.sig != 0 {
+			t.held = append(t.held, heldSignal{sig: t.sig, info: t.info})
+		}
+		t.sig, t.ourTrap = 0, false
+		if err := ptrace(unix.PTRACE_SINGLESTEP, t.tid, 0, 0); err != nil {
+			if err == unix.ESRCH {
+				delete(p.threads, t.tid)
+				p.syncThreads()
+				return 0, fmt.Errorf("thread %d: %w", t.tid, ErrNoProcess)
+			}
+			return 0, fmt.Errorf("single-step thread %d: %w", t.tid, err)
+		}
+		t.stopped = false
+		if err := p.waitFor(func() bool { return t.stopped || p.threads[t.tid] == nil }, "injected syscall"); err != nil {
+			return 0, err
+		}
+		if p.threads[t.tid] == nil {
+			p.syncThreads()
+			return 0, fmt.Errorf("thread %d exited during syscall: %w", t.tid, ErrNoProcess)
+		}
+		if t.eventStop || t.sig != unix.SIGTRAP || siCode(&t.info) <= 0 {
+			continue // another stop: step again from where it is
+		}
+		var regs unix.PtraceRegs
+		if err := unix.PtraceGetRegs(t.tid, &regs); err != nil {
+			return 0, fmt.Errorf("get registers of thread %d: %w", t.tid, err)
+		}
+		if regs.Rip == site+uint64(len(syscallInsn)) {
+			t.ourTrap = true
+			return regs.Rax, nil
+		}
+	}
+	return 0, fmt.Errorf("thread %d did not complete the syscall: %w", t.tid, ErrTimeout)
+}
+
+// MmapNear maps size bytes (rounded up to pages) of private anonymous
+// memory with protection prot at an address such that every byte of the
+// new mapping is within rel32 reach of every byte of [lo, hi). It uses
+// MAP_FIXED_NOREPLACE, trying further gaps if one was taken.
+func (p *Process) MmapNear(lo, hi, size uint64, prot int) (uint64, error) {
+	if size == 0 || size > 1<<40 {
+		return 0, fmt.Errorf("mmap: bad size %d", size)
+	}
+	size = alignUp(size)
+	var addr uint64
+	err := p.do(func() error {
+		t, err := p.syscallThread()
+		if err != nil {
+			return err
+		}
+		maps, err := p.maps()
+		if err != nil {
+			return err
+		}
+		cands := gapCandidates(maps, lo, hi, size, 32)
+		const flags = unix.MAP_PRIVATE | unix.MAP_ANONYMOUS | unix.MAP_FIXED_NOREPLACE
+		for _, c := range cands {
+			r, err := p.syscall(t, unix.SYS_MMAP, c, size, uint64(prot), flags, ^uint64(0), 0)
+			p.mapsCache = nil
+			if err == unix.EEXIST {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("mmap %d bytes at %#x in pid %d: %w", size, c, p.pid, err)
+			}
+			if r != c {
+				// A kernel older than 4.17 takes the address as a hint.
+				p.syscall(t, unix.SYS_MUNMAP, r, size)
+				continue
+			}
+			addr = r
+			return nil
+		}
+		return fmt.Errorf("mmap %d bytes near %#x-%#x in pid %d: %w", size, lo, hi, p.pid, ErrNoGap)
+	})
+	return addr, err
+}
+
+// Mmap is MmapNear for a single target address.
+func (p *Process) Mmap(near uint64, size uint64, prot int) (uint64, error) {
+	return p.MmapNear(near, near+1, size, prot)
+}
+
+// Munmap unmaps [addr, addr+size) in the target.
+func (p *Process) Munmap(addr, size uint64) error {
+	if addr%pageSize != 0 || size == 0 {
+		return fmt.Errorf("munmap %#x+%d: address must be page aligned and size non-zero", addr, size)
+	}
+	_, err := p.addrSpaceSyscall(unix.SYS_MUNMAP, addr, size)
+	if err != nil {
+		return fmt.Errorf("munmap %#x+%d in pid %d: %w", addr, size, p.pid, err)
+	}
+	return nil
+}
+
+// Mprotect changes the protection of [addr, addr+size) in the target.
+func (p *Process) Mprotect(addr, size uint64, prot int) error {
+	if addr%pageSize != 0 || size == 0 {
+		return fmt.Errorf("mprotect %#x+%d: address must be page aligned and size non-zero", addr, size)
+	}
+	_, err := p.addrSpaceSyscall(unix.SYS_MPROTECT, addr, size, uint64(prot))
+	if err != nil {
+		return fmt.Errorf("mprotect %#x+%d in pid %d: %w", addr, size, p.pid, err)
+	}
+	return nil
+}
+
+func (p *Process) addrSpaceSyscall(nr uintptr, args ...uint64) (uint64, error) {
+	var ret uint64
+	err := p.do(func() error {
+		t, err := p.syscallThread()
+		if err != nil {
+			return err
+		}
+		ret, err = p.syscall(t, nr, args...)
+		p.mapsCache = nil
+		return err
+	})
+	return ret, err
+}

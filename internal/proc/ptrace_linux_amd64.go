@@ -1,0 +1,704 @@
+package proc
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// AttachOptions tunes Attach.
+type AttachOptions struct {
+	// Timeout bounds every wait for the target: threads reaching a stop
+	// and an injected syscall completing. Zero means 2s.
+	Timeout time.Duration
+	// NoBoost keeps the tracer thread at normal priority. By default it
+	// runs at nice -20 (if permitted) to keep stop-the-world pauses short
+	// when the target has more runnable threads than there are CPUs.
+	NoBoost bool
+}
+
+const (
+	defaultTimeout = 2 * time.Second
+	// maxRescans bounds the "list threads, seize new ones" loop against a
+	// target that creates threads faster than we can stop them.
+	maxRescans = 100
+	siginfoSize = 128
+	waitFlags   = unix.WALL | unix.WNOTHREAD | unix.WNOHANG
+)
+
+// heldSignal is a signal whose delivery-stop we left without injecting it;
+// it is re-delivered on Resume or Detach.
+type heldSignal struct {
+	sig  unix.Signal
+	info [siginfoSize]byte
+}
+
+type thread struct {
+	tid     int
+	stopped bool // in a ptrace-stop (that we can operate on), not yet restarted
+	// Meaningful while stopped:
+	eventStop bool        // PTRACE_EVENT_STOP; otherwise a signal-delivery-stop
+	sig       unix.Signal // the stop's signal
+	info      [siginfoSize]byte
+	ourTrap   bool // the signal-delivery-stop is our own single-step SIGTRAP
+	// group is the stop signal if the thread is in group-stop (the process
+	// was stopped by SIGSTOP & co. before or while we were attached).
+	group unix.Signal
+	held  []heldSignal
+}
+
+// Process is a process under ptrace control. Create it with Attach. All
+// methods are safe for concurrent use; ptrace requests are serialised onto
+// one OS thread.
+type Process struct {
+	pid  int
+	opts AttachOptions
+	reqs chan func()
+	done chan struct{} // closed when the worker has exited
+
+	mem *os.File // /proc/PID/mem, opened O_RDWR while seized
+
+	mu        sync.Mutex // guards the fields below
+	tids      []int
+	stopped   bool
+	detached  bool
+	stopStart time.Time
+	lastPause time.Duration
+
+	// Owned by the worker goroutine.
+	threads   map[int]*thread
+	running   bool
+	exit      bool
+	sigc      chan struct{} // SIGCHLD arrived: a tracee may have stopped
+	site      uint64    // address of a `syscall` instruction in the target
+	mapsCache []Mapping // valid while stopped and unchanged by us
+	// noSiteSearch (tests) forces the write-at-rip syscall fallback.
+	noSiteSearch bool
+}
+
+// SIGCHLD fan-out: one process-wide subscription, so attaching and
+// detaching never pay for signal.Notify/signal.Stop.
+var sigchld struct {
+	once     sync.Once
+	mu       sync.Mutex
+	watchers map[chan struct{}]bool
+}
+
+func watchSIGCHLD(c chan struct{}) {
+	sigchld.once.Do(func() {
+		sigchld.watchers = map[chan struct{}]bool{}
+		in := make(chan os.Signal, 1)
+		signal.Notify(in, unix.SIGCHLD)
+		go func() {
+			for range in {
+				sigchld.mu.Lock()
+				for w := range sigchld.watchers {
+					select {
+					case w <- struct{}{}:
+					default:
+					}
+				}
+				sigchld.mu.Unlock()
+			}
+		}()
+	})
+	sigchld.mu.Lock()
+	sigchld.watchers[c] = true
+	sigchld.mu.Unlock()
+}
+
+func unwatchSIGCHLD(c chan struct{}) {
+	sigchld.mu.Lock()
+	delete(sigchld.watchers, c)
+	sigchld.mu.Unlock()
+}
+
+// Attach seizes every thread of pid and stops them all. On any failure
+// nothing stays attached or stopped.
+func Attach(pid int, opts AttachOptions) (*Process, error) {
+	if pid <= 0 {
+		return nil, fmt.Errorf("attach to pid %d: %w", pid, ErrNoProcess)
+	}
+	if pid == os.Getpid() {
+		return nil, fmt.Errorf("attach to pid %d: cannot attach to ourselves", pid)
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = defaultTimeout
+	}
+	p := &Process{
+		pid:     pid,
+		opts:    opts,
+		reqs:    make(chan func()),
+		done:    make(chan struct{}),
+		threads: map[int]*thread{},
+	}
+	go p.loop()
+	if err := p.do(p.attach); err != nil {
+		p.do(func() error { p.release(); return nil })
+		<-p.done
+		return nil, err
+	}
+	return p, nil
+}
+
+// loop is the ptrace worker. It locks itself to its OS thread, the tracer
+// of every seized thread, and never unlocks: when it returns, the thread
+// exits and the kernel detaches any tracee that is somehow still attached.
+func (p *Process) loop() {
+	runtime.LockOSThread()
+	defer close(p.done)
+	if !p.opts.NoBoost {
+		// Best effort (needs CAP_SYS_NICE): when restarting threads, each
+		// woken target thread would otherwise preempt the tracer and
+		// stretch the pause by a scheduler time slice.
+		unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), -20)
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !p.exit {
+		if p.running {
+			// While the target runs attached, service its stops
+			// promptly (signal-delivery-stops, group-stops).
+			select {
+			case f := <-p.reqs:
+				f()
+			case <-p.sigc:
+				p.collect()
+			case <-tick.C:
+				p.collect()
+			}
+			continue
+		}
+		f := <-p.reqs
+		f()
+	}
+}
+
+// do runs f on the worker thread and returns its error.
+func (p *Process) do(f func() error) error {
+	errc := make(chan error, 1)
+	select {
+	case p.reqs <- func() { errc <- f() }:
+		return <-errc
+	case <-p.done:
+		return fmt.Errorf("pid %d: %w", p.pid, ErrDetached)
+	}
+}
+
+// Pid returns the process id.
+func (p *Process) Pid() int { return p.pid }
+
+// Threads returns the ids of the threads under control, ascending.
+func (p *Process) Threads() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]int(nil), p.tids...)
+}
+
+// Stopped reports whether all threads are currently stopped.
+func (p *Process) Stopped() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stopped && !p.detached
+}
+
+// StoppedFor returns, while stopped, the time since the stop began (the
+// first interrupt); once resumed or detached, the length of the last pause
+// (first interrupt to last thread restarted).
+func (p *Process) StoppedFor() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped && !p.detached {
+		return time.Since(p.stopStart)
+	}
+	return p.lastPause
+}
+
+func (p *Process) syncThreads() {
+	tids := make([]int, 0, len(p.threads))
+	for tid := range p.threads {
+		tids = append(tids, tid)
+	}
+	sort.Ints(tids)
+	p.mu.Lock()
+	p.tids = tids
+	p.mu.Unlock()
+}
+
+func (p *Process) beginStop() {
+	p.mu.Lock()
+	p.stopStart = time.Now()
+	p.mu.Unlock()
+}
+
+func (p *Process) endStop(detached bool) {
+	p.mu.Lock()
+	if p.stopped {
+		p.lastPause = time.Since(p.stopStart)
+	}
+	p.stopped = false
+	p.detached = p.detached || detached
+	p.mu.Unlock()
+}
+
+// ---- raw ptrace ----
+
+func ptrace(req int, tid int, addr, data uintptr) error {
+	_, _, e := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(tid), addr, data, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+func getSiginfo(tid int, info *[siginfoSize]byte) error {
+	err := ptrace(unix.PTRACE_GETSIGINFO, tid, 0, uintptr(unsafe.Pointer(info)))
+	runtime.KeepAlive(info)
+	return err
+}
+
+func setSiginfo(tid int, info *[siginfoSize]byte) error {
+	err := ptrace(unix.PTRACE_SETSIGINFO, tid, 0, uintptr(unsafe.Pointer(info)))
+	runtime.KeepAlive(info)
+	return err
+}
+
+// siCode returns si_code from a raw siginfo.
+func siCode(info *[siginfoSize]byte) int32 {
+	return int32(binary.LittleEndian.Uint32(info[8:]))
+}
+
+func isStopSignal(s unix.Signal) bool {
+	return s == unix.SIGSTOP || s == unix.SIGTSTP || s == unix.SIGTTIN || s == unix.SIGTTOU
+}
+
+// ---- attaching and stopping ----
+
+func (p *Process) attach() error {
+	p.sigc = make(chan struct{}, 1)
+	watchSIGCHLD(p.sigc)
+	p.beginStop()
+	tids, err := tasks(p.pid)
+	if err != nil {
+		return fmt.Errorf("attach: %w", err)
+	}
+	for _, tid := range tids {
+		if err := p.seize(tid); err != nil {
+			return err
+		}
+	}
+	if err := p.settle(); err != nil {
+		return err
+	}
+	mem, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", p.pid), os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("attach: %w", procErr(p.pid, "open memory", err))
+	}
+	p.mem = mem
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
+	return nil
+}
+
+// seize attaches to one thread and asks it to stop. A thread that exits
+// first is skipped.
+func (p *Process) seize(tid int) error {
+	err := ptrace(unix.PTRACE_SEIZE, tid, 0, 0)
+	switch {
+	case err == nil:
+	case err == unix.ESRCH:
+		return nil // exited since we listed it
+	case err == unix.EPERM:
+		if threadGone(p.pid, tid) {
+			return nil // zombie: exiting, cannot and need not be stopped
+		}
+		return p.permissionError(tid)
+	default:
+		return fmt.Errorf("attach to thread %d of pid %d: %w", tid, p.pid, err)
+	}
+	p.threads[tid] = &thread{tid: tid}
+	if err := ptrace(unix.PTRACE_INTERRUPT, tid, 0, 0); err != nil {
+		delete(p.threads, tid) // died between the two calls
+	}
+	return nil
+}
+
+// threadGone reports whether the thread no longer exists or is a zombie.
+func threadGone(pid, tid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 >= len(s) {
+		return true
+	}
+	return s[i+2] == 'Z' || s[i+2] == 'X'
+}
+
+func (p *Process) permissionError(tid int) error {
+	hint := "run as root or with CAP_SYS_PTRACE, and check /proc/sys/kernel/yama/ptrace_scope"
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid)); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "TracerPid:"); ok {
+				if v = strings.TrimSpace(v); v != "0" {
+					hint = fmt.Sprintf("it is already traced by pid %s (a debugger?); detach that first", v)
+				}
+			}
+		}
+	}
+	return fmt.Errorf("attach to thread %d of pid %d: %w: %s", tid, p.pid, ErrPermission, hint)
+}
+
+// settle waits for every known thread to stop, then lists the threads
+// again and seizes any it has not seen, until the set is stable.
+func (p *Process) settle() error {
+	for round := 0; ; round++ {
+		if round == maxRescans {
+			return fmt.Errorf("stop pid %d: threads keep appearing after %d rescans", p.pid, round)
+		}
+		if err := p.waitAllStopped(); err != nil {
+			return err
+		}
+		tids, err := tasks(p.pid)
+		if err != nil {
+			return fmt.Errorf("stop: %w", err)
+		}
+		fresh := 0
+		for _, tid := range tids {
+			if p.threads[tid] != nil {
+				continue
+			}
+			if err := p.seize(tid); err != nil {
+				return err
+			}
+			fresh++
+		}
+		if fresh == 0 {
+			if len(p.threads) == 0 {
+				return fmt.Errorf("stop pid %d: %w", p.pid, ErrNoProcess)
+			}
+			p.syncThreads()
+			return nil
+		}
+	}
+}
+
+func (p *Process) waitAllStopped() error {
+	return p.waitFor(func() bool {
+		for _, t := range p.threads {
+			if !t.stopped {
+				return false
+			}
+		}
+		return true
+	}, "threads to stop")
+}
+
+// waitFor collects ptrace events until cond holds, all threads are gone,
+// or the timeout expires.
+func (p *Process) waitFor(cond func() bool, what string) error {
+	deadline := time.Now().Add(p.opts.Timeout)
+	sleep := time.Duration(0)
+	for i := 0; ; i++ {
+		if err := p.collect(); err != nil {
+			return err
+		}
+		if cond() {
+			return nil
+		}
+		if len(p.threads) == 0 {
+			return fmt.Errorf("pid %d: waiting for %s: %w", p.pid, what, ErrNoProcess)
+		}
+		if time.Now().After(deadline) {
+			var late []string
+			for tid, t := range p.threads {
+				if !t.stopped {
+					late = append(late, fmt.Sprint(tid))
+				}
+			}
+			return fmt.Errorf("pid %d: waiting for %s (threads %s): %w after %v",
+				p.pid, what, strings.Join(late, ","), ErrTimeout, p.opts.Timeout)
+		}
+		// Stops normally arrive within microseconds: yield first, then
+		// back off up to 1ms so a slow target does not cost a busy core.
+		if i < 32 {
+			unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+			continue
+		}
+		if sleep < time.Millisecond {
+			sleep += 20 * time.Microsecond
+		}
+		ts := unix.NsecToTimespec(sleep.Nanoseconds())
+		unix.Nanosleep(&ts, nil)
+	}
+}
+
+// collect handles every ptrace event already reported by our tracees.
+// It waits only for the worker thread's own tracees (__WNOTHREAD), so it
+// never reaps children that belong to the rest of the program.
+func (p *Process) collect() error {
+	for {
+		var ws unix.WaitStatus
+		tid, err := unix.Wait4(-1, &ws, waitFlags, nil)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.ECHILD:
+			return nil
+		case err != nil:
+			return fmt.Errorf("wait for pid %d: %w", p.pid, err)
+		case tid <= 0:
+			return nil
+		}
+		p.event(tid, ws)
+	}
+}
+
+// event updates the thread state for one wait status. While the target is
+// running attached, stops are serviced at once so the target never hangs
+// on us: signals are delivered, group-stops kept with PTRACE_LISTEN.
+func (p *Process) event(tid int, ws unix.WaitStatus) {
+	t := p.threads[tid]
+	if t == nil {
+		return // a thread we already dropped; its exit is now reaped
+	}
+	if ws.Exited() || ws.Signaled() {
+		delete(p.threads, tid)
+		p.syncThreads()
+		return
+	}
+	if !ws.Stopped() {
+		return
+	}
+	sig := ws.StopSignal()
+	ev := (uint32(ws) >> 16) & 0xff
+	if p.running {
+		var err error
+		switch {
+		case ev == unix.PTRACE_EVENT_STOP && isStopSignal(sig):
+			err = ptrace(unix.PTRACE_LISTEN, tid, 0, 0)
+		case ev == 0:
+			err = ptrace(unix.PTRACE_CONT, tid, 0, uintptr(sig))
+		default:
+			err = ptrace(unix.PTRACE_CONT, tid, 0, 0)
+		}
+		if err == unix.ESRCH {
+			delete(p.threads, tid)
+			p.syncThreads()
+		}
+		return
+	}
+	t.stopped = true
+	t.sig = sig
+	t.ourTrap = false
+	t.group = 0
+	if ev == unix.PTRACE_EVENT_STOP {
+		t.eventStop = true
+		if isStopSignal(sig) {
+			t.group = sig // group-stop, reported as an event stop under SEIZE
+		}
+		return
+	}
+	t.eventStop = ev != 0 // other ptrace events are not enabled; treat as event stops
+	if ev == 0 {
+		t.info = [siginfoSize]byte{}
+		if err := getSiginfo(tid, &t.info); err != nil {
+			t.info = [siginfoSize]byte{}
+		}
+	}
+}
+
+// restart leaves the current stop of t, re-delivering the signals the
+// target is owed, by PTRACE_CONT (or PTRACE_LISTEN for a group-stopped
+// thread) or PTRACE_DETACH.
+func (p *Process) restart(t *thread, detach bool) error {
+	req := unix.PTRACE_CONT
+	if detach {
+		req = unix.PTRACE_DETACH
+	}
+	var owed []heldSignal
+	if !t.eventStop && !t.ourTrap && t.sig != 0 {
+		owed = append(owed, heldSignal{sig: t.sig, info: t.info})
+	}
+	owed = append(owed, t.held...)
+	t.held = nil
+	var sig unix.Signal
+	if len(owed) > 0 {
+		if !t.eventStop {
+			// A signal-delivery-stop: inject the first owed signal with
+			// its original siginfo.
+			if owed[0].sig != t.sig || t.ourTrap {
+				info := owed[0].info
+				if err := setSiginfo(t.tid, &info); err != nil && err != unix.ESRCH {
+					return fmt.Errorf("restore signal %v of thread %d: %w", owed[0].sig, t.tid, err)
+				}
+			}
+			sig = owed[0].sig
+			owed = owed[1:]
+		}
+		// Signals cannot be injected from other stops; queue the rest
+		// again (their siginfo becomes ours).
+		for _, h := range owed {
+			if err := unix.Tgkill(p.pid, t.tid, h.sig); err != nil && err != unix.ESRCH {
+				return fmt.Errorf("re-queue signal %v to thread %d: %w", h.sig, t.tid, err)
+			}
+		}
+	} else if t.group != 0 && !detach {
+		// The process was stopped by a stop signal: keep it stopped.
+		if t.eventStop {
+			req = unix.PTRACE_LISTEN
+		} else {
+			sig = t.group // after our syscall: re-enter the group-stop
+		}
+	}
+	if err := ptrace(req, t.tid, 0, uintptr(sig)); err != nil {
+		if err == unix.ESRCH {
+			delete(p.threads, t.tid)
+			return nil
+		}
+		return fmt.Errorf("restart thread %d of pid %d: %w", t.tid, p.pid, err)
+	}
+	t.stopped = false
+	t.ourTrap = false
+	return nil
+}
+
+// Resume lets all threads run while staying attached. Signals that arrived
+// while stopped are delivered; a process stopped by SIGSTOP stays stopped.
+func (p *Process) Resume() error {
+	return p.do(func() error {
+		if p.running {
+			return nil
+		}
+		var errs []error
+		for _, t := range p.threads {
+			if t.stopped {
+				if err := p.restart(t, false); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+		p.syncThreads()
+		p.running = true
+		p.mapsCache = nil
+		p.endStop(false)
+		if len(errs) > 0 {
+			// Something is wrong with the target; leave nothing behind.
+			p.release()
+			return fmt.Errorf("resume: %w", errors.Join(errs...))
+		}
+		return nil
+	})
+}
+
+// Stop interrupts all threads again, including threads created while the
+// process was running. On failure the process is detached.
+func (p *Process) Stop() error {
+	return p.do(func() error {
+		if !p.running {
+			return nil
+		}
+		if err := p.stopRunning(); err != nil {
+			p.release()
+			return err
+		}
+		return nil
+	})
+}
+
+func (p *Process) stopRunning() error {
+	p.collect() // service stops that are already reported
+	p.running = false
+	p.beginStop()
+	for tid, t := range p.threads {
+		if !t.stopped {
+			if err := ptrace(unix.PTRACE_INTERRUPT, tid, 0, 0); err != nil {
+				delete(p.threads, tid)
+			}
+		}
+	}
+	if err := p.settle(); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
+	return nil
+}
+
+// Detach detaches from all threads and leaves the process running (or
+// stopped, if it was stopped by a stop signal). Owed signals are delivered.
+func (p *Process) Detach() error {
+	return p.do(func() error {
+		var err error
+		if p.running {
+			if err = p.stopRunning(); err != nil {
+				err = fmt.Errorf("detach: %w", err)
+			}
+		}
+		if err2 := p.release(); err == nil {
+			err = err2
+		}
+		return err
+	})
+}
+
+// release detaches every thread it can and makes the worker exit; threads
+// that could not be detached are detached by the kernel when the worker's
+// OS thread exits.
+func (p *Process) release() error {
+	var errs []error
+	p.collect()
+	for _, t := range p.threads {
+		if !t.stopped {
+			// PTRACE_DETACH needs a stopped tracee; give it a short chance.
+			ptrace(unix.PTRACE_INTERRUPT, t.tid, 0, 0)
+		}
+	}
+	deadline := time.Now().Add(p.opts.Timeout / 4)
+	for {
+		p.collect()
+		all := true
+		for _, t := range p.threads {
+			all = all && t.stopped
+		}
+		if all || time.Now().After(deadline) {
+			break
+		}
+		ts := unix.NsecToTimespec((50 * time.Microsecond).Nanoseconds())
+		unix.Nanosleep(&ts, nil)
+	}
+	for _, t := range p.threads {
+		if !t.stopped {
+			continue
+		}
+		if err := p.restart(t, true); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	p.endStop(true) // the pause ends with the last thread restarted
+	p.threads = map[int]*thread{}
+	p.syncThreads()
+	p.running = false
+	p.exit = true
+	if p.sigc != nil {
+		unwatchSIGCHLD(p.sigc)
+	}
+	if p.mem != nil {
+		p.mem.Close()
+	}
+	return errors.Join(errs...)
+}
