@@ -27,10 +27,12 @@ fi
 
 # missing PKG... prints the packages that are not fully installed.
 missing() {
-	local p status
+	local installed
+	installed=$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "$@" 2>/dev/null |
+		awk '$2 == "installed" { print $1 }' || true)
+	local p
 	for p in "$@"; do
-		status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
-		[[ $status == installed ]] || printf '%s\n' "$p"
+		grep -qxF "$p" <<<"$installed" || printf '%s\n' "$p"
 	done
 }
 
