@@ -419,6 +419,26 @@ func TestSyscallAtRipFallback(t *testing.T) {
 	}
 }
 
+func TestMainThreadExited(t *testing.T) {
+	tg := startTarget(t, buildTarget(t), "2", "mainexit")
+	waitState(t, tg.pid, 'Z', 1) // the main thread is a zombie
+	p := attach(t, tg.pid)
+	if got := p.Threads(); len(got) != 3 || slices.Contains(got, tg.pid) {
+		t.Fatalf("threads %v: want the 3 live threads", got)
+	}
+	buf := make([]byte, 8)
+	if err := p.ReadMem(tg.valueAddr, buf); err != nil || le64(buf) != 7 {
+		t.Fatalf("read value: %d, %v", le64(buf), err)
+	}
+	if pid, err := p.Syscall(unix.SYS_GETPID); err != nil || int(pid) != tg.pid {
+		t.Fatalf("getpid = %d, %v", pid, err)
+	}
+	mustDetach(t, p)
+	if tg.ask("ping") != "pong" {
+		t.Fatal("target not responsive")
+	}
+}
+
 func TestMmapMunmap(t *testing.T) {
 	tg := startTarget(t, buildTarget(t), "2")
 	id, _ := hexID(testBuildID)
@@ -598,7 +618,7 @@ func TestPendingSignalDelivered(t *testing.T) {
 func TestGroupStopPreserved(t *testing.T) {
 	tg := startTarget(t, buildTarget(t), "2")
 	syscall.Kill(tg.pid, syscall.SIGSTOP)
-	waitState(t, tg.pid, 'T')
+	waitState(t, tg.pid, 'T', 0)
 	p := attach(t, tg.pid)
 	if _, err := p.Syscall(unix.SYS_GETPID); err != nil {
 		t.Fatal(err)
@@ -610,28 +630,31 @@ func TestGroupStopPreserved(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustDetach(t, p)
-	waitState(t, tg.pid, 'T')
+	waitState(t, tg.pid, 'T', 0)
 	syscall.Kill(tg.pid, syscall.SIGCONT)
 	if tg.ask("ping") != "pong" {
 		t.Fatal("target not responsive after SIGCONT")
 	}
 }
 
-// waitState waits until every thread of pid is in state st.
-func waitState(t *testing.T, pid int, st byte) {
+// waitState waits until at least min threads of pid (all if min is 0) are
+// in state st.
+func waitState(t *testing.T, pid int, st byte, min int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		all := true
+		n := 0
 		states := threadStates(t, pid)
 		for _, s := range states {
-			all = all && s == st
+			if s == st {
+				n++
+			}
 		}
-		if all {
+		if (min == 0 && n == len(states)) || (min > 0 && n >= min) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("thread states %v, want all %c", states, st)
+			t.Fatalf("thread states %v, want %c", states, st)
 		}
 		time.Sleep(time.Millisecond)
 	}

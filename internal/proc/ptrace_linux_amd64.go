@@ -31,7 +31,7 @@ const (
 	defaultTimeout = 2 * time.Second
 	// maxRescans bounds the "list threads, seize new ones" loop against a
 	// target that creates threads faster than we can stop them.
-	maxRescans = 100
+	maxRescans  = 100
 	siginfoSize = 128
 	waitFlags   = unix.WALL | unix.WNOTHREAD | unix.WNOHANG
 )
@@ -77,11 +77,12 @@ type Process struct {
 
 	// Owned by the worker goroutine.
 	threads   map[int]*thread
+	zombies   map[int]bool // threads found dead but still listed
 	running   bool
 	exit      bool
 	sigc      chan struct{} // SIGCHLD arrived: a tracee may have stopped
-	site      uint64    // address of a `syscall` instruction in the target
-	mapsCache []Mapping // valid while stopped and unchanged by us
+	site      uint64        // address of a `syscall` instruction in the target
+	mapsCache []Mapping     // valid while stopped and unchanged by us
 	// noSiteSearch (tests) forces the write-at-rip syscall fallback.
 	noSiteSearch bool
 }
@@ -141,6 +142,7 @@ func Attach(pid int, opts AttachOptions) (*Process, error) {
 		reqs:    make(chan func()),
 		done:    make(chan struct{}),
 		threads: map[int]*thread{},
+		zombies: map[int]bool{},
 	}
 	go p.loop()
 	if err := p.do(p.attach); err != nil {
@@ -293,14 +295,20 @@ func (p *Process) attach() error {
 		return fmt.Errorf("attach: %w", err)
 	}
 	for _, tid := range tids {
-		if err := p.seize(tid); err != nil {
+		if _, err := p.seize(tid); err != nil {
 			return err
 		}
 	}
 	if err := p.settle(); err != nil {
 		return err
 	}
-	mem, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", p.pid), os.O_RDWR, 0)
+	// Open the memory through a live seized thread: if the main thread
+	// has exited (pthread_exit), /proc/PID/mem has no mm behind it.
+	t, err := p.syscallThread()
+	if err != nil {
+		return fmt.Errorf("attach: %w", err)
+	}
+	mem, err := os.OpenFile(fmt.Sprintf("/proc/%d/task/%d/mem", p.pid, t.tid), os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("attach: %w", procErr(p.pid, "open memory", err))
 	}
@@ -312,26 +320,33 @@ func (p *Process) attach() error {
 }
 
 // seize attaches to one thread and asks it to stop. A thread that exits
-// first is skipped.
-func (p *Process) seize(tid int) error {
-	err := ptrace(unix.PTRACE_SEIZE, tid, 0, 0)
+// first is skipped; added reports whether the thread is now ours.
+func (p *Process) seize(tid int) (added bool, err error) {
+	if p.zombies[tid] {
+		return false, nil
+	}
+	err = ptrace(unix.PTRACE_SEIZE, tid, 0, 0)
 	switch {
 	case err == nil:
 	case err == unix.ESRCH:
-		return nil // exited since we listed it
+		return false, nil // exited since we listed it
 	case err == unix.EPERM:
 		if threadGone(p.pid, tid) {
-			return nil // zombie: exiting, cannot and need not be stopped
+			// A zombie (e.g. a main thread that called pthread_exit):
+			// it cannot and need not be stopped.
+			p.zombies[tid] = true
+			return false, nil
 		}
-		return p.permissionError(tid)
+		return false, p.permissionError(tid)
 	default:
-		return fmt.Errorf("attach to thread %d of pid %d: %w", tid, p.pid, err)
+		return false, fmt.Errorf("attach to thread %d of pid %d: %w", tid, p.pid, err)
 	}
 	p.threads[tid] = &thread{tid: tid}
 	if err := ptrace(unix.PTRACE_INTERRUPT, tid, 0, 0); err != nil {
 		delete(p.threads, tid) // died between the two calls
+		return false, nil
 	}
-	return nil
+	return true, nil
 }
 
 // threadGone reports whether the thread no longer exists or is a zombie.
@@ -381,10 +396,13 @@ func (p *Process) settle() error {
 			if p.threads[tid] != nil {
 				continue
 			}
-			if err := p.seize(tid); err != nil {
+			added, err := p.seize(tid)
+			if err != nil {
 				return err
 			}
-			fresh++
+			if added {
+				fresh++
+			}
 		}
 		if fresh == 0 {
 			if len(p.threads) == 0 {

@@ -1,10 +1,11 @@
 /* Test target for internal/proc.
  *
- * usage: target NTHREADS [churn]
+ * usage: target NTHREADS [churn|mainexit]
  *
  * Starts NTHREADS workers (even ones spin, odd ones sleep in nanosleep), and
  * with "churn" one more thread that keeps creating and joining short-lived
- * threads. Prints one line
+ * threads. With "mainexit" the commands are served by another thread and
+ * the main thread calls pthread_exit (it stays a zombie). Prints one line
  *     ready pid=PID value=ADDR answer=ADDR
  * and then answers commands read from stdin, one per line:
  *     value  -> "value N"   (the global below)
@@ -72,33 +73,17 @@ static void *churner(void *arg)
 	return NULL;
 }
 
-int main(int argc, char **argv)
+static void *serve(void *arg)
 {
-	int n = argc > 1 ? atoi(argv[1]) : 8;
-	int churn = argc > 2 && strcmp(argv[2], "churn") == 0;
-	struct sigaction sa;
-	pthread_t t;
 	char line[128];
 
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_usr1;
-	sa.sa_flags = SA_RESTART;
-	sigaction(SIGUSR1, &sa, NULL);
-
-	for (long i = 0; i < n; i++)
-		if (pthread_create(&t, NULL, worker, (void *)i) != 0)
-			return 2;
-	if (churn && pthread_create(&t, NULL, churner, NULL) != 0)
-		return 2;
-
-	printf("ready pid=%d value=%p answer=%p\n", (int)getpid(), (void *)&value, (void *)answer);
+	(void)arg;
 	for (;;) {
 		if (!fgets(line, sizeof line, stdin)) {
 			if (feof(stdin))
-				return 0;
+				exit(0);
 			printf("read error: %s\n", strerror(errno));
-			return 3;
+			exit(3);
 		}
 		if (!strncmp(line, "value", 5))
 			printf("value %ld\n", value);
@@ -113,4 +98,34 @@ int main(int argc, char **argv)
 		else
 			printf("unknown command\n");
 	}
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	int n = argc > 1 ? atoi(argv[1]) : 8;
+	const char *mode = argc > 2 ? argv[2] : "";
+	struct sigaction sa;
+	pthread_t t;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_usr1;
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGUSR1, &sa, NULL);
+
+	for (long i = 0; i < n; i++)
+		if (pthread_create(&t, NULL, worker, (void *)i) != 0)
+			return 2;
+	if (!strcmp(mode, "churn") && pthread_create(&t, NULL, churner, NULL) != 0)
+		return 2;
+
+	printf("ready pid=%d value=%p answer=%p\n", (int)getpid(), (void *)&value, (void *)answer);
+	if (!strcmp(mode, "mainexit")) {
+		if (pthread_create(&t, NULL, serve, NULL) != 0)
+			return 2;
+		pthread_exit(NULL);
+	}
+	serve(NULL);
+	return 0;
 }
