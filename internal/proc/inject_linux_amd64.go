@@ -315,6 +315,7 @@ func (p *Process) Syscall(nr uintptr, args ...uint64) (uint64, error) {
 			return err
 		}
 		ret, err = p.syscall(t, nr, args...)
+		p.mapsCache = nil // the syscall may have changed the address space
 		return err
 	})
 	return ret, err
@@ -329,6 +330,7 @@ func (p *Process) SyscallOn(tid int, nr uintptr, args ...uint64) (uint64, error)
 			return err
 		}
 		ret, err = p.syscall(t, nr, args...)
+		p.mapsCache = nil
 		return err
 	})
 	return ret, err

@@ -344,6 +344,30 @@ func TestAttachStopsAllThreads(t *testing.T) {
 	}
 }
 
+func TestMemPtraceFallback(t *testing.T) {
+	tg := startTarget(t, buildTarget(t), "2")
+	p := attach(t, tg.pid)
+	p.mem.Close() // every /proc/PID/mem access now fails
+	buf := make([]byte, 8)
+	if err := p.ReadMem(tg.valueAddr, buf); err != nil || le64(buf) != 7 {
+		t.Fatalf("read value via ptrace: %d, %v", le64(buf), err)
+	}
+	// Odd length and unaligned: exercises the partial-word path.
+	if err := p.WriteMem(tg.valueAddr+1, []byte{0x30, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WriteMem(tg.answerAddr, []byte{0xb8, 42, 0, 0, 0, 0xc3}); err != nil {
+		t.Fatalf("write text via ptrace: %v", err)
+	}
+	mustDetach(t, p)
+	if got := tg.ask("value"); got != fmt.Sprintf("value %d", 0x3007) {
+		t.Fatalf("target says %q", got)
+	}
+	if got := tg.ask("answer"); got != "answer 42" {
+		t.Fatalf("target says %q", got)
+	}
+}
+
 func le64(b []byte) uint64 {
 	var v uint64
 	for i := 7; i >= 0; i-- {
@@ -844,6 +868,62 @@ func BenchmarkStopResume(b *testing.B) {
 				if err := p.Stop(); err != nil {
 					b.Fatal(err)
 				}
+			}
+			b.StopTimer()
+			reportPauses(b, pauses)
+		})
+		// What a one-function patch does inside the pause: scan every
+		// stack, map a page near the executable, write code there and a
+		// jump over the function entry (here: the same bytes back).
+		b.Run(fmt.Sprintf("threads=%d/patch-like", threads), func(b *testing.B) {
+			p, err := Attach(tg.pid, AttachOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Detach()
+			if err := p.Resume(); err != nil {
+				b.Fatal(err)
+			}
+			entry := make([]byte, 5)
+			var pauses []time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := p.Stop(); err != nil {
+					b.Fatal(err)
+				}
+				for _, tid := range p.Threads() {
+					if _, err := p.StackWords(tid, 256); err != nil {
+						b.Fatal(err)
+					}
+				}
+				addr, err := p.Mmap(tg.answerAddr, 4096, unix.PROT_READ|unix.PROT_EXEC)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := p.WriteMem(addr, []byte{0xb8, 1, 0, 0, 0, 0xc3}); err != nil {
+					b.Fatal(err)
+				}
+				if err := p.ReadMem(tg.answerAddr, entry); err != nil {
+					b.Fatal(err)
+				}
+				if err := p.WriteMem(tg.answerAddr, entry); err != nil {
+					b.Fatal(err)
+				}
+				if err := p.Resume(); err != nil {
+					b.Fatal(err)
+				}
+				pauses = append(pauses, p.StoppedFor())
+				b.StopTimer()
+				if err := p.Stop(); err != nil {
+					b.Fatal(err)
+				}
+				if err := p.Munmap(addr, 4096); err != nil {
+					b.Fatal(err)
+				}
+				if err := p.Resume(); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
 			}
 			b.StopTimer()
 			reportPauses(b, pauses)

@@ -165,6 +165,10 @@ func (p *Process) loop() {
 		// stretch the pause by a scheduler time slice.
 		unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), -20)
 	}
+	// Short sleeps in waitFor should be short: the default 50µs timer
+	// slack would add to every wait. Per thread, and this thread dies with
+	// the goroutine.
+	unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for !p.exit {
@@ -428,9 +432,10 @@ func (p *Process) waitAllStopped() error {
 // waitFor collects ptrace events until cond holds, all threads are gone,
 // or the timeout expires.
 func (p *Process) waitFor(cond func() bool, what string) error {
-	deadline := time.Now().Add(p.opts.Timeout)
+	start := time.Now()
+	deadline := start.Add(p.opts.Timeout)
 	sleep := time.Duration(0)
-	for i := 0; ; i++ {
+	for {
 		if err := p.collect(); err != nil {
 			return err
 		}
@@ -440,7 +445,8 @@ func (p *Process) waitFor(cond func() bool, what string) error {
 		if len(p.threads) == 0 {
 			return fmt.Errorf("pid %d: waiting for %s: %w", p.pid, what, ErrNoProcess)
 		}
-		if time.Now().After(deadline) {
+		now := time.Now()
+		if now.After(deadline) {
 			var late []string
 			for tid, t := range p.threads {
 				if !t.stopped {
@@ -450,15 +456,14 @@ func (p *Process) waitFor(cond func() bool, what string) error {
 			return fmt.Errorf("pid %d: waiting for %s (threads %s): %w after %v",
 				p.pid, what, strings.Join(late, ","), ErrTimeout, p.opts.Timeout)
 		}
-		// Stops normally arrive within microseconds: yield first, then
-		// back off up to 1ms so a slow target does not cost a busy core.
-		if i < 32 {
+		// Stops normally arrive within microseconds: yield (letting
+		// target threads on this CPU run) for a while, then back off
+		// up to 1ms so a slow target does not cost a busy core.
+		if now.Sub(start) < 200*time.Microsecond {
 			unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 			continue
 		}
-		if sleep < time.Millisecond {
-			sleep += 20 * time.Microsecond
-		}
+		sleep = min(max(2*sleep, 10*time.Microsecond), time.Millisecond)
 		ts := unix.NsecToTimespec(sleep.Nanoseconds())
 		unix.Nanosleep(&ts, nil)
 	}
