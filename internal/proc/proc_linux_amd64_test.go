@@ -815,6 +815,51 @@ func TestAttachDetachCycles(t *testing.T) {
 	}
 }
 
+func TestAttachTimeoutDetachesAll(t *testing.T) {
+	tg := startTarget(t, buildTarget(t), "2", "vfork")
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	p, err := Attach(tg.pid, AttachOptions{Timeout: 100 * time.Millisecond})
+	if err == nil {
+		// The vfork parent happened to be between two vforks.
+		mustDetach(t, p)
+		t.Skip("the vfork thread was stoppable this time")
+	}
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("err = %v, want ErrTimeout", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("attach took %v with a 100ms timeout", d)
+	}
+	// Nothing may stay traced or stopped.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		stopped := 0
+		for _, st := range threadStates(t, tg.pid) {
+			if st == 't' || st == 'T' {
+				stopped++
+			}
+		}
+		traced := 0
+		for tid := range threadStates(t, tg.pid) {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/status", tg.pid, tid))
+			if !strings.Contains(string(b), "TracerPid:\t0\n") {
+				traced++
+			}
+		}
+		if stopped == 0 && traced == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d threads stopped, %d traced after a failed attach", stopped, traced)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if tg.ask("ping") != "pong" {
+		t.Fatal("target not responsive")
+	}
+}
+
 func TestProcessExitsWhileAttached(t *testing.T) {
 	tg := startTarget(t, buildTarget(t), "4")
 	p := attach(t, tg.pid)

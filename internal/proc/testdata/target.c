@@ -1,11 +1,13 @@
 /* Test target for internal/proc.
  *
- * usage: target NTHREADS [churn|mainexit]
+ * usage: target NTHREADS [churn|mainexit|vfork]
  *
  * Starts NTHREADS workers (even ones spin, odd ones sleep in nanosleep), and
  * with "churn" one more thread that keeps creating and joining short-lived
  * threads. With "mainexit" the commands are served by another thread and
- * the main thread calls pthread_exit (it stays a zombie). Prints one line
+ * the main thread calls pthread_exit (it stays a zombie). With "vfork" one
+ * more thread keeps calling vfork with a child that sleeps 300ms, so that
+ * thread is almost always in an unstoppable (killable) wait. Prints one line
  *     ready pid=PID value=ADDR answer=ADDR
  * and then answers commands read from stdin, one per line:
  *     value  -> "value N"   (the global below)
@@ -23,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 volatile long value = 7;
@@ -73,6 +76,22 @@ static void *churner(void *arg)
 	return NULL;
 }
 
+static void *vforker(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		pid_t pid = vfork();
+		if (pid == 0) {
+			struct timespec ts = {0, 300000000};
+			nanosleep(&ts, NULL);
+			_exit(0);
+		}
+		if (pid > 0)
+			waitpid(pid, NULL, 0);
+	}
+	return NULL;
+}
+
 static void *serve(void *arg)
 {
 	char line[128];
@@ -118,6 +137,8 @@ int main(int argc, char **argv)
 		if (pthread_create(&t, NULL, worker, (void *)i) != 0)
 			return 2;
 	if (!strcmp(mode, "churn") && pthread_create(&t, NULL, churner, NULL) != 0)
+		return 2;
+	if (!strcmp(mode, "vfork") && pthread_create(&t, NULL, vforker, NULL) != 0)
 		return 2;
 
 	printf("ready pid=%d value=%p answer=%p\n", (int)getpid(), (void *)&value, (void *)answer);
