@@ -1,0 +1,54 @@
+// Command livefix manages live patches on a running host.
+//
+//	livefix kernel load FILE.ko [--timeout D] [--json]
+//	livefix kernel list [--json]
+//	livefix kernel disable NAME [--timeout D] [--json]
+//	livefix kernel unload NAME [--timeout D] [--json]
+//	livefix kernel version [--json]
+//	livefix process patch (--pid PID | --all) PATCH.lfp
+//	livefix process unpatch (--pid PID | --all) [NAME]
+//	livefix process list [--json]
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `usage: livefix COMMAND [ARGS]
+
+commands:
+  kernel load|list|disable|unload|version
+        manage kernel live patches (run 'livefix kernel --help')
+  process patch|unpatch|list
+        live patch running processes and shared libraries
+        (run 'livefix process --help')
+`
+
+// Exit codes shared by the subcommands.
+const (
+	exitOK       = 0
+	exitFailure  = 1 // the operation failed; its message says in which state it left the system
+	exitBadInput = 2
+	exitRefused  = 3 // refused before changing anything (e.g. built for another kernel)
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(exitBadInput)
+	}
+	var code int
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "kernel":
+		code = runKernel(args, os.Stdout, os.Stderr)
+	case "process":
+		code = runProcess(args, os.Stdout, os.Stderr)
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "livefix: unknown command %q\n\n%s", cmd, usage)
+		code = exitBadInput
+	}
+	os.Exit(code)
+}
