@@ -121,11 +121,6 @@ func (k *fakeKernel) writeAttr(path, value string) error {
 	return nil
 }
 
-func (k *fakeKernel) read(rel string) string {
-	b, _ := os.ReadFile(filepath.Join(k.root, rel))
-	return strings.TrimSpace(string(b))
-}
-
 func (k *fakeKernel) load(path string) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
