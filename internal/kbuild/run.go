@@ -44,7 +44,11 @@ func run(ctx context.Context, dir string, name string, args ...string) ([]byte, 
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own group, so that cancelling kills make and every compiler it
+	// started; Pdeathsig, so that make dies with a killed caller (its
+	// compilers then finish on their own) instead of building on in a tree
+	// whose next user restores the sources.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error {
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}

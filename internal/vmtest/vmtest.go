@@ -134,7 +134,9 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	defer cancel()
 	cmd := exec.CommandContext(runCtx, qemu, args...)
 	cmd.Stdin = nil
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: a test binary killed by -timeout must not leave an
+	// emulated guest spinning.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	con := &console{live: c.Log, marker: []byte("LIVEFIX-EXIT-" + nonce + "="), done: make(chan struct{})}
