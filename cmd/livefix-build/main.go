@@ -1,6 +1,7 @@
 // Command livefix-build turns source patches into live patches.
 //
 //	livefix-build diff ORIG.o PATCHED.o [--json] [-o OUT.o] [-v]
+//	livefix-build user --src DIR --patch FILE --build 'CMD' --target PATH [-o OUT.lfp]
 package main
 
 import (
@@ -13,6 +14,8 @@ const usage = `usage: livefix-build COMMAND [ARGS]
 commands:
   diff ORIG.o PATCHED.o [--json] [-o OUT.o] [-v]
         compare one translation unit compiled before and after a patch
+  user --src DIR --patch FILE --build 'CMD' --target PATH [-o OUT.lfp]
+        build a live patch for running processes or shared libraries
 
 Run 'livefix-build COMMAND --help' for a command's options.
 `
@@ -35,6 +38,8 @@ func main() {
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "diff":
 		code = runDiff(args, os.Stdout, os.Stderr)
+	case "user":
+		code = runUser(args, os.Stdout, os.Stderr)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/livefix/livefix/ulp"
+	"github.com/livefix/livefix/ulp/build"
+)
+
+const userUsage = `usage: livefix-build user --src DIR --patch FILE --build 'CMD' --target PATH [-o OUT.lfp]
+                          [--name NAME] [--level N] [--keep DIR] [--json] [-v]
+
+Builds a userspace live patch. Copies DIR twice, applies FILE (patch -p1)
+to the second copy, runs CMD in both copies with a compiler wrapper (cc
+and gcc first in PATH and in $CC) that adds -ffunction-sections
+-fdata-sections and records the objects it compiles, diffs the objects
+that changed and writes the patch for PATH (the executable or shared
+library, relative to DIR, whose running copies will be patched; matched by
+its GNU build-id). The running program must be the one CMD builds from the
+unpatched tree: build it the same way (or take it from --keep DIR/orig).
+
+exit status: 0 patch written, 3 something cannot be live patched,
+4 no change to the target's code, 2 bad input, 1 build failure.`
+
+func runUser(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("user", userUsage, stderr)
+	var c build.Config
+	fs.StringVar(&c.Src, "src", "", "source tree (not modified)")
+	fs.StringVar(&c.Patch, "patch", "", "unified diff to apply with patch -p1")
+	fs.StringVar(&c.Build, "build", "", "shell command that builds the tree, e.g. 'make -j2'")
+	fs.StringVar(&c.Target, "target", "", "built executable or shared library, relative to the tree")
+	fs.StringVar(&c.Name, "name", "", "patch name (default: the patch file's base name)")
+	fs.IntVar(&c.Level, "level", 1, "patch level; a higher level replaces an applied patch for the same target")
+	fs.StringVar(&c.WorkDir, "keep", "", "keep both build trees in this directory (orig/, patched/)")
+	out := fs.String("o", "", "output file (default NAME.lfp)")
+	asJSON := fs.Bool("json", false, "print the per-object change sets as JSON")
+	verbose := fs.Bool("v", false, "show the build output")
+	pos, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		return exitBadInput
+	}
+	if len(pos) != 0 || c.Src == "" || c.Patch == "" || c.Build == "" || c.Target == "" {
+		fmt.Fprintln(stderr, "livefix-build user: --src, --patch, --build and --target are required and there are no positional arguments (see --help)")
+		return exitBadInput
+	}
+	if c.Level < 1 {
+		fmt.Fprintln(stderr, "livefix-build user: --level must be at least 1")
+		return exitBadInput
+	}
+	var logBuf strings.Builder
+	c.Log = &logBuf
+	if *verbose {
+		c.Log = stderr
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := build.Build(ctx, c)
+	if res != nil {
+		if *asJSON {
+			json.NewEncoder(stdout).Encode(res.Diffs)
+		} else {
+			for _, d := range res.Diffs {
+				if !d.InTarget {
+					fmt.Fprintf(stdout, "%s: not part of %s, skipped\n", d.Object, c.Target)
+					continue
+				}
+				fmt.Fprintf(stdout, "%s: changed %s", d.Object, strings.Join(d.ChangeSet.Changed, ", "))
+				if len(d.ChangeSet.New) > 0 {
+					fmt.Fprintf(stdout, "; new %s", strings.Join(d.ChangeSet.New, ", "))
+				}
+				if len(d.ChangeSet.NewData) > 0 {
+					fmt.Fprintf(stdout, "; new data %s", strings.Join(d.ChangeSet.NewData, ", "))
+				}
+				fmt.Fprintln(stdout)
+			}
+		}
+	}
+	if err != nil {
+		var re *build.RefusedError
+		switch {
+		case errors.As(err, &re):
+			for _, r := range re.Refused {
+				fmt.Fprintf(stderr, "refused: %s\n", r)
+			}
+			return exitRefused
+		case errors.Is(err, build.ErrNoChange):
+			fmt.Fprintf(stderr, "livefix-build user: %v\n", err)
+			return exitNoChange
+		}
+		if !*verbose && logBuf.Len() > 0 {
+			lines := strings.Split(strings.TrimRight(logBuf.String(), "\n"), "\n")
+			if len(lines) > 20 {
+				lines = lines[len(lines)-20:]
+			}
+			fmt.Fprintf(stderr, "build output (last lines):\n%s\n", strings.Join(lines, "\n"))
+		}
+		fmt.Fprintf(stderr, "livefix-build user: %v\n", err)
+		return exitFailure
+	}
+	if *out == "" {
+		*out = res.Patch.Name + ".lfp"
+	}
+	if err := ulp.WriteFile(*out, res.Patch); err != nil {
+		fmt.Fprintf(stderr, "livefix-build user: %v\n", err)
+		return exitFailure
+	}
+	fmt.Fprintf(stdout, "wrote %s: patch %s level %d for %s (build-id %s)\n", *out, res.Patch.Name, res.Patch.Level, c.Target, res.Patch.Target.BuildID)
+	return exitOK
+}

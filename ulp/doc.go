@@ -1,0 +1,48 @@
+// Package ulp live patches running processes and the shared libraries
+// they map (userspace live patching, the LibCare/upatch class).
+//
+// # Patch files
+//
+// A patch file (.lfp) carries, for one target ELF object (an executable
+// or a shared library identified by its GNU build-id), one Unit per
+// changed translation unit: the relocatable object that objdiff extracted
+// (changed and new functions, new data, literals), the functions whose
+// running copies it replaces and the symbols it leaves for the target to
+// provide. Encode and Decode read and write the versioned, checksummed
+// container (see format.go for the layout); any truncation or change of a
+// byte is reported as ErrCorrupt.
+//
+// # Applying
+//
+// Apply patches one process:
+//
+//  1. find the target object in the process by build-id, with its load
+//     bias, and read its symbol tables (symtab, else dynsym);
+//  2. resolve every symbol the patch needs: its own definitions, statics
+//     of the target (by source file, as the compiler's STT_FILE symbol
+//     groups them), globals of the target, and globals of the other
+//     loaded objects through their dynamic symbol tables, the executable
+//     first, as the dynamic linker's global scope orders them;
+//  3. stop every thread (internal/proc) and check that no thread's
+//     instruction pointer and no return address on its stack lies in a
+//     function about to be replaced (or in code about to be unmapped); if
+//     one does, let the process run briefly and try again, up to a
+//     timeout;
+//  4. map memory within rel32 reach of the target by running mmap inside
+//     the process, lay out text (with a jump stub per far function),
+//     read-only data with GOT-style slots, and writable data, apply the
+//     relocations for that address, write it and set the protections;
+//  5. write a 5-byte jmp at each replaced function's entry (after its
+//     endbr64 if it has one, so indirect calls still land on an
+//     endbr64 under CET) and let the process go.
+//
+// Every step that changed the process is undone, in reverse order, when a
+// later step fails, before the process is released.
+//
+// A newer patch (higher level) for the same build-id replaces the applied
+// one in the same stop. Unpatch restores the saved entry bytes and unmaps
+// the patch. What was written is recorded in a state directory
+// (/run/livefix by default), one file per process, keyed by pid and
+// process start time so that a reused pid is never mistaken for a patched
+// process; records of processes that exited are dropped.
+package ulp
