@@ -68,8 +68,8 @@ type plan struct {
 	units []*unitObj
 	secs  map[*elfobj.Section]uint64 // section -> offset in region
 	order []placed
-	stubs map[*ref]uint64     // far function -> stub offset
-	slots map[slotKey]uint64  // GOT-style slot -> offset
+	stubs map[*ref]uint64    // far function -> stub offset
+	slots map[slotKey]uint64 // GOT-style slot -> offset
 	refs  map[*elfobj.Symbol]*ref
 	// Region layout: [0,textEnd) r-x, [roOff,rwOff) r--, [rwOff,size) rw-.
 	textEnd, roOff, rwOff, size uint64

@@ -221,7 +221,9 @@ func symAddr(t testing.TB, tg *target, path, name string) uint64 {
 	return 0
 }
 
-func hexAddr(a uint64) string { return strings.TrimLeft(hexString([]byte{byte(a >> 40), byte(a >> 32), byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)}), "0") + "-" }
+func hexAddr(a uint64) string {
+	return strings.TrimLeft(hexString([]byte{byte(a >> 40), byte(a >> 32), byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)}), "0") + "-"
+}
 
 func hexString(b []byte) string {
 	const digits = "0123456789abcdef"
