@@ -16,6 +16,7 @@ const (
 	relSize   = 16
 	maxRelocs = 1 << 26
 	maxAlign  = 1 << 21
+	maxNobits = 1 << 32
 )
 
 var le = binary.LittleEndian
@@ -113,6 +114,9 @@ func Read(data []byte) (*File, error) {
 			Addr: h.addr, Align: h.addralign, EntSize: h.entsize, Index: i,
 		}
 		if s.Type == elf.SHT_NOBITS || i == 0 {
+			if s.Type == elf.SHT_NOBITS && h.size > maxNobits {
+				return nil, formatErr("section %d: %d bytes of uninitialised data is more than an object can hold", i, h.size)
+			}
 			s.Size = h.size
 		} else {
 			if h.off > uint64(len(data)) || h.size > uint64(len(data))-h.off {

@@ -76,7 +76,11 @@ func (d *differ) anonKey(o *object, sec *elfobj.Section, loose bool) string {
 // renumbered symbols before names can be trusted.
 func (d *differ) fingerprint(e *entity) string {
 	h := sha256.New()
-	h.Write(e.content())
+	if c := e.content(); c != nil {
+		h.Write(c)
+	} else {
+		fmt.Fprintf(h, "nobits %d", e.size())
+	}
 	for _, r := range e.relocs {
 		fmt.Fprintf(h, "|%d %d %s", r.Offset-e.start, r.Type, d.refKey(e.obj, e.obj.resolve(e.sec, r), true))
 	}

@@ -1,7 +1,6 @@
 package objdiff
 
 import (
-	"bytes"
 	"debug/elf"
 	"errors"
 	"fmt"
@@ -186,7 +185,7 @@ func (d *differ) compareFuncs() {
 			b.state = added
 			continue
 		}
-		bytesSame := bytes.Equal(a.content(), b.content())
+		bytesSame := sameContent(a, b)
 		relocWhy := d.relocDiff(a, b)
 		switch {
 		case !bytesSame && relocWhy == "" && d.lineOnly(a, b):
@@ -215,7 +214,7 @@ func (d *differ) compareData() {
 		}
 		writable := a.sec.Flags&elf.SHF_WRITE != 0 || b.sec.Flags&elf.SHF_WRITE != 0
 		sizeChanged := a.size() != b.size()
-		valueChanged := !bytes.Equal(a.content(), b.content()) || d.relocDiff(a, b) != ""
+		valueChanged := !sizeChanged && !sameContent(a, b) || d.relocDiff(a, b) != ""
 		if !sizeChanged && !valueChanged {
 			continue
 		}

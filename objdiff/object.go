@@ -29,12 +29,39 @@ type entity struct {
 
 func (e *entity) name() string { return e.sym.Name }
 
-// content returns the entity's bytes; zeros for SHT_NOBITS.
+// content returns the entity's bytes; nil for SHT_NOBITS.
 func (e *entity) content() []byte {
 	if e.sec.Type == elf.SHT_NOBITS {
-		return make([]byte, e.end-e.start)
+		return nil
 	}
 	return e.sec.Data[e.start:e.end]
+}
+
+// sameContent reports whether two entities hold the same bytes, an
+// uninitialised one counting as zeros, without materialising zeros.
+func sameContent(a, b *entity) bool {
+	if a.size() != b.size() {
+		return false
+	}
+	ca, cb := a.content(), b.content()
+	switch {
+	case ca == nil && cb == nil:
+		return true
+	case ca == nil:
+		return allZero(cb)
+	case cb == nil:
+		return allZero(ca)
+	}
+	return bytes.Equal(ca, cb)
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (e *entity) size() uint64 { return e.end - e.start }
