@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -104,6 +105,10 @@ func (s *System) exists(name string) bool {
 // readBool reads a sysfs attribute holding 0 or 1.
 func readBool(path string) (bool, error) {
 	b, err := os.ReadFile(path)
+	if errors.Is(err, syscall.ENODEV) {
+		// The attribute's kobject is being removed: the patch is gone.
+		return false, fmt.Errorf("%s: %w", path, fs.ErrNotExist)
+	}
 	if err != nil {
 		return false, err
 	}
@@ -204,9 +209,6 @@ func (s *System) Get(name string) (*Patch, error) {
 		obj.Patched, _ = readBool(filepath.Join(objDir, "patched")) // absent before 5.x kernels
 		funcs, err := os.ReadDir(objDir)
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil, fmt.Errorf("live patch %s: %w", name, err)
-			}
 			return nil, fmt.Errorf("live patch %s: %w", name, err)
 		}
 		for _, f := range funcs {
