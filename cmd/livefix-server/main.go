@@ -1,0 +1,39 @@
+// Command livefix-server distributes live patches to a fleet: a signed
+// static patch repository, feeds, host check-ins and a dashboard.
+//
+// Only the command's skeleton exists so far; see docs/architecture.md.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `usage: livefix-server COMMAND
+
+commands:
+  version    print the version
+  serve      serve a patch repository (not implemented yet)
+`
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "version", "--version":
+		fmt.Println("livefix-server", version)
+	case "serve":
+		fmt.Fprintln(os.Stderr, "livefix-server serve: the patch server is not implemented yet; distribute NAME.ko/NAME.json and .lfp files by hand for now")
+		os.Exit(1)
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "livefix-server: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+}
