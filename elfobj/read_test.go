@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"debug/elf"
 	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/livefix/livefix/internal/kerneltest"
 )
 
 // compile builds testdata/NAME.c with gcc and the given flags and returns
@@ -73,56 +77,93 @@ func tool(t *testing.T, path, name string, args ...string) string {
 func TestRoundTrip(t *testing.T) {
 	for _, fs := range flagSets {
 		t.Run(fs.name, func(t *testing.T) {
-			orig := compile(t, "sample", fs.flags...)
-			f, err := Open(orig)
-			if err != nil {
-				t.Fatal(err)
-			}
-			data, err := f.Write()
-			if err != nil {
-				t.Fatal(err)
-			}
-			out := filepath.Join(t.TempDir(), "out.o")
-			if err := os.WriteFile(out, data, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			checks := []struct {
-				what string
-				get  func(string) string
-			}{
-				{"readelf -S", func(p string) string { return readelfSections(t, p) }},
-				{"readelf -s", func(p string) string { return tool(t, p, "readelf", "-sW") }},
-				{"readelf -r", func(p string) string { return tool(t, p, "readelf", "-rW") }},
-				{"readelf -g", func(p string) string { return tool(t, p, "readelf", "-gW") }},
-				{"objdump -dr", func(p string) string { return tool(t, p, "objdump", "-drw") }},
-				{"objdump -s", func(p string) string { return tool(t, p, "objdump", "-s") }},
-			}
-			for _, c := range checks {
-				if a, b := c.get(orig), c.get(out); a != b {
-					t.Errorf("%s differs after round trip:\n%s", c.what, firstDiff(a, b))
-				}
-			}
-			// A second round trip is byte-identical to the first.
-			g, err := Read(data)
-			if err != nil {
-				t.Fatalf("re-read: %v", err)
-			}
-			data2, err := g.Write()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(data, data2) {
-				t.Errorf("second round trip changed the bytes")
-			}
-			// The standard library agrees the output is a valid object.
-			ef, err := elf.NewFile(bytes.NewReader(data))
-			if err != nil {
-				t.Fatalf("debug/elf rejects the output: %v", err)
-			}
-			if _, err := ef.Symbols(); err != nil {
-				t.Errorf("debug/elf symbols: %v", err)
-			}
+			checkRoundTrip(t, compile(t, "sample", fs.flags...))
 		})
+	}
+}
+
+// TestRoundTripKernelModules round-trips modules of the packaged Debian
+// kernel: relocatable objects with every kernel special section.
+func TestRoundTripKernelModules(t *testing.T) {
+	tgt := kerneltest.RequireTarget(t)
+	var mods []string
+	filepath.WalkDir(filepath.Join("/lib/modules", tgt.Release, "kernel"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && strings.HasSuffix(p, ".ko") {
+			mods = append(mods, p)
+		}
+		return nil
+	})
+	if len(mods) == 0 {
+		t.Fatalf("no uncompressed modules under /lib/modules/%s/kernel", tgt.Release)
+	}
+	slices.Sort(mods)
+	// A spread of about a dozen modules across the tree, and the largest
+	// of them, whatever it is, for sections at scale.
+	pick := []string{}
+	for i := 0; i < len(mods); i += max(1, len(mods)/12) {
+		pick = append(pick, mods[i])
+	}
+	largest, size := "", int64(0)
+	for _, m := range mods {
+		if st, err := os.Stat(m); err == nil && st.Size() > size {
+			largest, size = m, st.Size()
+		}
+	}
+	pick = append(pick, largest)
+	for _, m := range pick {
+		t.Run(filepath.Base(m), func(t *testing.T) { checkRoundTrip(t, m) })
+	}
+}
+
+// checkRoundTrip reads and writes an object and compares what readelf and
+// objdump show of both; a second round trip must be byte-identical.
+func checkRoundTrip(t *testing.T, orig string) {
+	t.Helper()
+	f, err := Open(orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := f.Write()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "out.o")
+	if err := os.WriteFile(out, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		what string
+		get  func(string) string
+	}{
+		{"readelf -S", func(p string) string { return readelfSections(t, p) }},
+		{"readelf -s", func(p string) string { return tool(t, p, "readelf", "-sW") }},
+		{"readelf -r", func(p string) string { return tool(t, p, "readelf", "-rW") }},
+		{"readelf -g", func(p string) string { return tool(t, p, "readelf", "-gW") }},
+		{"objdump -dr", func(p string) string { return tool(t, p, "objdump", "-drw") }},
+		{"objdump -s", func(p string) string { return tool(t, p, "objdump", "-s") }},
+	}
+	for _, c := range checks {
+		if a, b := c.get(orig), c.get(out); a != b {
+			t.Errorf("%s differs after round trip:\n%s", c.what, firstDiff(a, b))
+		}
+	}
+	g, err := Read(data)
+	if err != nil {
+		t.Fatalf("re-read: %v", err)
+	}
+	data2, err := g.Write()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(data, data2) {
+		t.Errorf("second round trip changed the bytes")
+	}
+	ef, err := elf.NewFile(bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("debug/elf rejects the output: %v", err)
+	}
+	if _, err := ef.Symbols(); err != nil {
+		t.Errorf("debug/elf symbols: %v", err)
 	}
 }
 
