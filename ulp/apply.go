@@ -55,8 +55,9 @@ type Result struct {
 	// Pause is how long the process was stopped by the successful
 	// attempt (first thread stopped to last thread resumed).
 	Pause time.Duration `json:"pause_ns"`
-	// Attempts counts stops; more than one means the safety check had to
-	// wait for the process to leave the code being replaced.
+	// Attempts counts stops of the whole process; more than one means
+	// the safety check had to let it run to leave the code being
+	// replaced (nudges of single threads within a stop do not count).
 	Attempts int    `json:"attempts"`
 	Region   uint64 `json:"region,omitempty"`
 }
@@ -173,44 +174,59 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 // stopSafely attaches to pid and returns it stopped at a moment when no
 // thread is in spans, retrying until the timeout. On failure the process
 // is detached and running.
+//
+// When some threads are in the way, only those are let run for a few
+// microseconds (proc.Nudge) while the others stay stopped: a thread in a
+// short function leaves it at once. If a few nudges do not help (a
+// thread is parked there), the whole process runs for a while before the
+// next stop, so that it never stays stopped for long.
 func stopSafely(pid int, spans []span, opts Options) (*proc.Process, int, error) {
 	sort.Slice(spans, func(i, j int) bool { return spans[i].lo < spans[j].lo })
 	pr, err := proc.Attach(pid, proc.AttachOptions{Timeout: opts.AttachTimeout})
 	if err != nil {
 		return nil, 0, err
 	}
+	const nudges = 8
 	deadline := time.Now().Add(opts.timeout())
-	wait := 50 * time.Microsecond
-	for attempt := 1; ; attempt++ {
-		why, err := unsafeReason(pr, spans)
+	wait := 100 * time.Microsecond
+	stops := 1
+	for n := 0; ; n++ {
+		tids, why, err := inTheWay(pr, spans)
 		if err != nil {
 			pr.Detach()
-			return nil, attempt, err
+			return nil, stops, err
 		}
-		if why == "" {
-			return pr, attempt, nil
+		if len(tids) == 0 {
+			return pr, stops, nil
 		}
 		if time.Now().After(deadline) {
 			derr := pr.Detach()
-			return nil, attempt, errors.Join(fmt.Errorf("pid %d: %s after %d attempts in %v (process left unchanged): %w", pid, why, attempt, opts.timeout(), ErrBusy), derr)
+			return nil, stops, errors.Join(fmt.Errorf("pid %d: %s after %d stops in %v (process left unchanged): %w", pid, why, stops, opts.timeout(), ErrBusy), derr)
+		}
+		if n%(nudges+1) < nudges {
+			if err := pr.Nudge(tids, 10*time.Microsecond); err != nil {
+				return nil, stops, err
+			}
+			continue
 		}
 		if err := pr.Resume(); err != nil {
-			return nil, attempt, err
+			return nil, stops, err
 		}
 		time.Sleep(wait)
-		wait = min(wait*2, 5*time.Millisecond)
+		wait = min(wait*2, 10*time.Millisecond)
 		if err := pr.Stop(); err != nil {
-			return nil, attempt, err
+			return nil, stops, err
 		}
+		stops++
 	}
 }
 
 // maxStackWords bounds the conservative stack scan per thread (2 MiB).
 const maxStackWords = 1 << 18
 
-// unsafeReason returns why the stopped process may not be changed now,
-// or "" if no thread's ip or stack refers into spans.
-func unsafeReason(pr *proc.Process, spans []span) (string, error) {
+// inTheWay returns the threads whose ip or stack refers into spans, and
+// a description of the first one.
+func inTheWay(pr *proc.Process, spans []span) ([]int, string, error) {
 	find := func(a uint64) *span {
 		i := sort.Search(len(spans), func(i int) bool { return spans[i].hi > a })
 		for ; i < len(spans) && spans[i].lo <= a; i++ {
@@ -220,28 +236,38 @@ func unsafeReason(pr *proc.Process, spans []span) (string, error) {
 		}
 		return nil
 	}
+	var tids []int
+	why := ""
 	for _, tid := range pr.Threads() {
 		regs, err := pr.Regs(tid)
 		if errors.Is(err, proc.ErrNoProcess) {
 			continue // the thread exited
 		}
 		if err != nil {
-			return "", err
+			return nil, "", err
 		}
 		if sp := find(regs.Rip); sp != nil {
-			return fmt.Sprintf("thread %d is executing %s", tid, sp.what), nil
+			tids = append(tids, tid)
+			if why == "" {
+				why = fmt.Sprintf("thread %d is executing %s", tid, sp.what)
+			}
+			continue
 		}
 		words, err := pr.StackWords(tid, maxStackWords)
 		if err != nil {
-			return "", err
+			return nil, "", err
 		}
 		for _, w := range words {
 			if sp := find(w); sp != nil {
-				return fmt.Sprintf("thread %d has a return address into %s on its stack", tid, sp.what), nil
+				tids = append(tids, tid)
+				if why == "" {
+					why = fmt.Sprintf("thread %d has a return address into %s on its stack", tid, sp.what)
+				}
+				break
 			}
 		}
 	}
-	return "", nil
+	return tids, why, nil
 }
 
 // undo is the list of changes made to a stopped process, reverted in

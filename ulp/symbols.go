@@ -57,7 +57,11 @@ func loadImage(key, path string) (*image, error) {
 	im := imageCache.m[key]
 	imageCache.Unlock()
 	if im != nil {
-		return im, nil
+		// Same content, but read code through this caller's path (the
+		// cached one may belong to a process that has exited).
+		c := *im
+		c.path = path
+		return &c, nil
 	}
 	f, err := os.Open(path)
 	if err != nil {

@@ -335,7 +335,14 @@ for a in "$@"; do
 	esac
 	prev=$a
 done
-[ "$compile" = 1 ] || exit 0
+if [ "$compile" != 1 ]; then
+	for a in "$@"; do
+		case $a in
+		*.c|*.S) echo "livefix-build: warning: $a compiled and linked in one step; its object cannot be diffed (compile with -c)" >&2 ;;
+		esac
+	done
+	exit 0
+fi
 if [ -n "$out" ]; then
 	case $out in /*) ;; *) out=$PWD/$out ;; esac
 	echo "$out" >>"$LIVEFIX_OBJLOG"
