@@ -45,11 +45,14 @@ type rawShdr struct {
 // Read parses a relocatable object. The returned File does not alias
 // data.
 func Read(data []byte) (*File, error) {
-	if len(data) < ehdrSize {
-		return nil, formatErr("file is %d bytes, shorter than an ELF header", len(data))
+	if !bytes.HasPrefix(data, []byte(elf.ELFMAG)) {
+		if len(data) < len(elf.ELFMAG) && bytes.HasPrefix([]byte(elf.ELFMAG), data) {
+			return nil, formatErr("file is %d bytes, shorter than an ELF header (truncated?)", len(data))
+		}
+		return nil, formatErr("no ELF magic: not an object file")
 	}
-	if !bytes.Equal(data[:4], []byte(elf.ELFMAG)) {
-		return nil, formatErr("no ELF magic")
+	if len(data) < ehdrSize {
+		return nil, formatErr("file is %d bytes, shorter than an ELF header (truncated?)", len(data))
 	}
 	if elf.Class(data[elf.EI_CLASS]) != elf.ELFCLASS64 {
 		return nil, formatErr("class %v, want ELFCLASS64", elf.Class(data[elf.EI_CLASS]))

@@ -196,6 +196,7 @@ func TestReadErrors(t *testing.T) {
 		want string
 	}{
 		{"empty", nil, "shorter than an ELF header"},
+		{"short header", obj[:40], "shorter than an ELF header"},
 		{"not elf", []byte(strings.Repeat("x", 100)), "no ELF magic"},
 		{"truncated", obj[:len(obj)/2], "truncated"},
 		{"32-bit", mutate(func(b []byte) []byte { b[elf.EI_CLASS] = byte(elf.ELFCLASS32); return b }), "ELFCLASS64"},
