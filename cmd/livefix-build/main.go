@@ -2,6 +2,7 @@
 //
 //	livefix-build diff ORIG.o PATCHED.o [--json] [-o OUT.o] [-v]
 //	livefix-build user --src DIR --patch FILE --build 'CMD' --target PATH [-o OUT.lfp]
+//	livefix-build kernel --patch FILE --name NAME [-o DIR]
 package main
 
 import (
@@ -16,6 +17,8 @@ commands:
         compare one translation unit compiled before and after a patch
   user --src DIR --patch FILE --build 'CMD' --target PATH [-o OUT.lfp]
         build a live patch for running processes or shared libraries
+  kernel --patch FILE [--patch FILE...] --name NAME [--level N] [-o DIR]
+        build a livepatch module for the running Debian kernel
 
 Run 'livefix-build COMMAND --help' for a command's options.
 `
@@ -40,6 +43,8 @@ func main() {
 		code = runDiff(args, os.Stdout, os.Stderr)
 	case "user":
 		code = runUser(args, os.Stdout, os.Stderr)
+	case "kernel":
+		code = runKernel(args, os.Stdout, os.Stderr)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:
