@@ -198,13 +198,15 @@ func build(ctx context.Context, spec *Spec, outDir string, log io.Writer) (*Mani
 		return s
 	}
 	t := spec.Target
+	// The symbols are those of the target's image; the id the module
+	// checks for is normally the same, unless the caller forges it.
+	realID, err := VmlinuzBuildID(ctx, t.Vmlinuz)
+	if err != nil {
+		return nil, err
+	}
 	buildID := spec.BuildID
 	if buildID == nil {
-		id, err := VmlinuzBuildID(ctx, t.Vmlinuz)
-		if err != nil {
-			return nil, err
-		}
-		buildID = id
+		buildID = realID
 	}
 	exports, err := ReadExports(filepath.Join(t.Headers, "Module.symvers"))
 	if err != nil {
@@ -247,7 +249,7 @@ func build(ctx context.Context, spec *Spec, outDir string, log io.Writer) (*Mani
 	for _, o := range spec.Objects {
 		var syms *Symbols
 		if o.Name == "vmlinux" {
-			syms, err = VmlinuxSymbols(ctx, t, buildID, log)
+			syms, err = VmlinuxSymbols(ctx, t, realID, log)
 		} else {
 			var ko string
 			ko, err = modulePath(modulesDir, o.Name)
