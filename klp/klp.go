@@ -14,7 +14,6 @@ import (
 	"regexp"
 	"runtime/debug"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -483,5 +482,3 @@ func toolVersion() string {
 	}
 	return v
 }
-
-var _ = strconv.Itoa

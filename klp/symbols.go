@@ -254,7 +254,6 @@ func VmlinuxSymbols(ctx context.Context, t kbuild.Target, buildID []byte, log io
 const kallsymsMarker = "LIVEFIX-KALLSYMS:"
 
 func bootKallsyms(ctx context.Context, t kbuild.Target) ([]byte, error) {
-	start := time.Now()
 	res, err := vmtest.Run(ctx, vmtest.Config{
 		Target:  t,
 		Timeout: 5 * time.Minute,
@@ -280,7 +279,6 @@ func bootKallsyms(ctx context.Context, t kbuild.Target) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read /proc/kallsyms in qemu: %w", err)
 	}
-	_ = start
 	return data, nil
 }
 

@@ -14,7 +14,6 @@ import (
 	"github.com/livefix/livefix/internal/kbuild"
 	"github.com/livefix/livefix/internal/kerneltest"
 	"github.com/livefix/livefix/internal/vmtest"
-	"github.com/livefix/livefix/objdiff"
 )
 
 type testLog struct{ t testing.TB }
@@ -150,12 +149,11 @@ func rediff(t *testing.T, tgt kbuild.Target, dir string) []Object {
 		o := strings.TrimSuffix(src, ".c") + ".o"
 		pairs = append(pairs, kbuild.ObjectPair{Source: src, Orig: filepath.Join(dir, "orig", o), Patched: filepath.Join(dir, "patched", o)})
 	}
-	tree := filepath.Join(kbuild.CacheDir(), "kernel") // only Makefiles are read; fall back to vmlinux
+	tree := t.TempDir() // no Makefiles: both files are not in modules.order, so vmlinux
 	objs, err := diffPairs(context.Background(), tree, filepath.Dir(tgt.Headers), pairs, map[string]string{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = objdiff.ErrNoFunctionalChange
 	return objs
 }
 
