@@ -146,6 +146,7 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 			spans = append(spans, span{r.Addr, r.Addr + max(r.Size, 1), r.Name})
 		}
 	}
+	defer boost()()
 	pr, attempts, err := stopSafely(pid, spans, opts)
 	if err != nil {
 		return nil, err
@@ -295,7 +296,12 @@ func install(pr *proc.Process, v *view, pl *plan, p *Patch, old *Applied) (a *Ap
 			}
 		}
 	}()
-	base, err := pr.MmapNear(v.target.Start(), v.target.End(), pl.size, unix.PROT_READ|unix.PROT_WRITE)
+	// Each injected syscall costs a single-step inside the pause, so the
+	// region is mapped read+execute at once (writes go through
+	// /proc/PID/mem, which may write read-only mappings of a traced
+	// process) and only a writable data part needs an mprotect. The
+	// read-only data and slots thus share the r-x protection of the code.
+	base, err := pr.MmapNear(v.target.Start(), v.target.End(), pl.size, unix.PROT_READ|unix.PROT_EXEC)
 	if err != nil {
 		return nil, fmt.Errorf("allocate %d bytes near %s: %w", pl.size, v.target.Path, err)
 	}
@@ -307,13 +313,8 @@ func install(pr *proc.Process, v *view, pl *plan, p *Patch, old *Applied) (a *Ap
 	if err := pr.WriteMem(base, img); err != nil {
 		return nil, err
 	}
-	if pl.textEnd > 0 {
-		if err := pr.Mprotect(base, pl.roOff, unix.PROT_READ|unix.PROT_EXEC); err != nil {
-			return nil, err
-		}
-	}
-	if pl.rwOff > pl.roOff {
-		if err := pr.Mprotect(base+pl.roOff, pl.rwOff-pl.roOff, unix.PROT_READ); err != nil {
+	if pl.size > pl.rwOff {
+		if err := pr.Mprotect(base+pl.rwOff, pl.size-pl.rwOff, unix.PROT_READ|unix.PROT_WRITE); err != nil {
 			return nil, err
 		}
 	}
@@ -467,6 +468,7 @@ func unpatchLocked(s *store, pid int, name string, opts Options) ([]*Result, err
 	for _, a := range sel {
 		spans = append(spans, span{a.Region, a.Region + a.TextEnd, "patch " + a.Name})
 	}
+	defer boost()()
 	pr, attempts, err := stopSafely(pid, spans, opts)
 	if err != nil {
 		return nil, err

@@ -30,8 +30,9 @@
 //     timeout;
 //  4. map memory within rel32 reach of the target by running mmap inside
 //     the process, lay out text (with a jump stub per far function),
-//     read-only data with GOT-style slots, and writable data, apply the
-//     relocations for that address, write it and set the protections;
+//     read-only data with GOT-style slots (both mapped r-x), and
+//     writable data (rw-), apply the relocations for that address and
+//     write it;
 //  5. write a 5-byte jmp at each replaced function's entry (after its
 //     endbr64 if it has one, so indirect calls still land on an
 //     endbr64 under CET) and let the process go.

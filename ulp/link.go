@@ -71,7 +71,8 @@ type plan struct {
 	stubs map[*ref]uint64    // far function -> stub offset
 	slots map[slotKey]uint64 // GOT-style slot -> offset
 	refs  map[*elfobj.Symbol]*ref
-	// Region layout: [0,textEnd) r-x, [roOff,rwOff) r--, [rwOff,size) rw-.
+	// Region layout: [0,textEnd) code and stubs, [roOff,rwOff) read-only
+	// data and slots (both mapped r-x), [rwOff,size) rw- data.
 	textEnd, roOff, rwOff, size uint64
 	funcs                       []planFunc
 }
@@ -375,9 +376,6 @@ func isTLSReloc(t elf.R_X86_64) bool {
 func (pl *plan) newAddr(f planFunc, base uint64) uint64 {
 	return pl.symAddr(pl.refs[f.newSym], base)
 }
-
-// textRanges returns the sorted executable ranges of the region at base.
-func (pl *plan) textRange(base uint64) [2]uint64 { return [2]uint64{base, base + pl.textEnd} }
 
 func sortFuncs(fs []planFunc) {
 	sort.Slice(fs, func(i, j int) bool { return fs[i].old < fs[j].old })
