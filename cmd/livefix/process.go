@@ -1,0 +1,282 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/livefix/livefix/internal/proc"
+	"github.com/livefix/livefix/ulp"
+)
+
+const processUsage = `usage: livefix process COMMAND [ARGS]
+
+commands:
+  patch (--pid PID | --all) PATCH.lfp [--timeout D] [--json]
+        apply a userspace live patch to one process, or to every process
+        that maps the patch's target (matched by GNU build-id); a patch of
+        a higher level for the same target replaces the applied one
+  unpatch (--pid PID | --all) [NAME] [--timeout D] [--json]
+        remove the patch NAME (without NAME: every livefix patch) from one
+        process or from every patched process
+  list [--json]
+        patched processes and their patches
+
+options common to all commands:
+  --state-dir DIR   where applied patches are recorded (default
+                    $LIVEFIX_STATE_DIR, else /run/livefix)
+`
+
+func runProcess(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, processUsage)
+		return exitBadInput
+	}
+	switch sub, rest := args[0], args[1:]; sub {
+	case "patch", "unpatch":
+		return processChange(sub, rest, stdout, stderr)
+	case "list":
+		return processList(rest, stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, processUsage)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "livefix process: unknown command %q\n\n%s", sub, processUsage)
+		return exitBadInput
+	}
+}
+
+// processFlags parses interspersed flags and positional arguments.
+func processFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if rest[0] == "--" {
+			return append(pos, rest[1:]...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+func processFlagSet(name, synopsis string, stderr io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet("process "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: livefix process %s\n\noptions:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	def := os.Getenv("LIVEFIX_STATE_DIR")
+	if def == "" {
+		def = ulp.DefaultStateDir
+	}
+	return fs, fs.String("state-dir", def, "directory recording applied patches")
+}
+
+// processResult is one line of output per process.
+type processResult struct {
+	Pid      int     `json:"pid"`
+	Patch    string  `json:"patch,omitempty"`
+	Replaced string  `json:"replaced,omitempty"`
+	PauseMS  float64 `json:"pause_ms,omitempty"`
+	Attempts int     `json:"attempts,omitempty"`
+	Error    string  `json:"error,omitempty"`
+}
+
+func processChange(sub string, args []string, stdout, stderr io.Writer) int {
+	synopsis := "patch (--pid PID | --all) PATCH.lfp [--timeout D] [--json]"
+	if sub == "unpatch" {
+		synopsis = "unpatch (--pid PID | --all) [NAME] [--timeout D] [--json]"
+	}
+	fs, stateDir := processFlagSet(sub, synopsis, stderr)
+	pid := fs.Int("pid", 0, "the process to change")
+	all := fs.Bool("all", false, "every process that maps the target (patch) or has a livefix patch (unpatch)")
+	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the process to leave the code being replaced")
+	asJSON := fs.Bool("json", false, "print one JSON object per process")
+	pos, err := processFlags(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		return exitBadInput
+	}
+	if (*pid != 0) == *all {
+		fmt.Fprintf(stderr, "livefix process %s: give exactly one of --pid PID and --all\n", sub)
+		return exitBadInput
+	}
+	if *pid < 0 {
+		fmt.Fprintf(stderr, "livefix process %s: bad pid %d\n", sub, *pid)
+		return exitBadInput
+	}
+	opts := ulp.Options{StateDir: *stateDir, Timeout: *timeout}
+	var results []processResult
+	var failures int
+	var firstErr error
+	record := func(r *ulp.Result, pid int, err error) {
+		pr := processResult{Pid: pid}
+		if r != nil {
+			pr.Patch, pr.Replaced, pr.Attempts = r.Patch, r.Replaced, r.Attempts
+			pr.PauseMS = float64(r.Pause) / float64(time.Millisecond)
+		}
+		if err != nil {
+			pr.Error = err.Error()
+			failures++
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+		results = append(results, pr)
+	}
+	switch sub {
+	case "patch":
+		if len(pos) != 1 {
+			fmt.Fprintln(stderr, "livefix process patch: need exactly one PATCH.lfp (see --help)")
+			return exitBadInput
+		}
+		p, err := ulp.ReadFile(pos[0])
+		if err != nil {
+			fmt.Fprintf(stderr, "livefix process patch: %v\n", err)
+			return exitBadInput
+		}
+		if *all {
+			pids, res, errs, err := ulp.ApplyAll(p, opts)
+			if err != nil {
+				fmt.Fprintf(stderr, "livefix process patch: %v\n", err)
+				return exitFailure
+			}
+			if len(pids) == 0 {
+				fmt.Fprintf(stderr, "livefix process patch: no process maps %s (build-id %s)\n", p.Target.Path, p.Target.BuildID)
+				return exitFailure
+			}
+			for i := range pids {
+				record(res[i], pids[i], errs[i])
+			}
+		} else {
+			r, err := ulp.Apply(*pid, p, opts)
+			record(r, *pid, err)
+		}
+	case "unpatch":
+		if len(pos) > 1 {
+			fmt.Fprintln(stderr, "livefix process unpatch: at most one NAME (see --help)")
+			return exitBadInput
+		}
+		name := ""
+		if len(pos) == 1 {
+			name = pos[0]
+		}
+		if *all {
+			res, errs, err := ulp.UnpatchAll(name, opts)
+			if err != nil {
+				fmt.Fprintf(stderr, "livefix process unpatch: %v\n", err)
+				return exitFailure
+			}
+			for _, r := range res {
+				record(r, r.Pid, nil)
+			}
+			for _, e := range errs {
+				record(nil, 0, e)
+			}
+		} else {
+			res, err := ulp.Unpatch(*pid, name, opts)
+			for _, r := range res {
+				record(r, *pid, nil)
+			}
+			if err != nil {
+				record(nil, *pid, err)
+			}
+		}
+	}
+	printResults(stdout, stderr, sub, results, *asJSON)
+	switch {
+	case failures == 0:
+		return exitOK
+	case len(results) == 1 && (errors.Is(firstErr, proc.ErrNoProcess) || errors.Is(firstErr, proc.ErrNotMapped) || errors.Is(firstErr, ulp.ErrNotApplied)):
+		return exitBadInput
+	case len(results) == 1 && (errors.Is(firstErr, ulp.ErrBusy) || errors.Is(firstErr, ulp.ErrLevel) || errors.Is(firstErr, ulp.ErrAlreadyApplied)):
+		return exitRefused
+	}
+	return exitFailure
+}
+
+func printResults(stdout, stderr io.Writer, sub string, results []processResult, asJSON bool) {
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		for _, r := range results {
+			enc.Encode(r)
+		}
+		return
+	}
+	verb := map[string]string{"patch": "patched with", "unpatch": "removed"}[sub]
+	for _, r := range results {
+		if r.Error != "" {
+			fmt.Fprintf(stderr, "livefix process %s: %s\n", sub, r.Error)
+			continue
+		}
+		extra := ""
+		if r.Replaced != "" {
+			extra = " (replacing " + r.Replaced + ")"
+		}
+		fmt.Fprintf(stdout, "pid %d: %s %s%s, stopped %.3f ms", r.Pid, verb, r.Patch, extra, r.PauseMS)
+		if r.Attempts > 1 {
+			fmt.Fprintf(stdout, " (%d attempts)", r.Attempts)
+		}
+		fmt.Fprintln(stdout)
+	}
+}
+
+func processList(args []string, stdout, stderr io.Writer) int {
+	fs, stateDir := processFlagSet("list", "list [--json]", stderr)
+	asJSON := fs.Bool("json", false, "print the records as a JSON array")
+	pos, err := processFlags(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		return exitBadInput
+	}
+	if len(pos) != 0 {
+		fmt.Fprintln(stderr, "livefix process list: takes no arguments")
+		return exitBadInput
+	}
+	recs, err := ulp.List(*stateDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "livefix process list: %v\n", err)
+		return exitFailure
+	}
+	if *asJSON {
+		if recs == nil {
+			recs = []*ulp.Record{}
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(recs); err != nil {
+			return exitFailure
+		}
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PID\tCOMMAND\tPATCH\tLEVEL\tTARGET\tFUNCTIONS")
+	for _, r := range recs {
+		for _, a := range r.Patches {
+			var names []string
+			for _, f := range a.Funcs {
+				names = append(names, f.Name)
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", r.Pid, r.Comm, a.Name, a.Level, a.Target, strings.Join(names, ","))
+		}
+	}
+	tw.Flush()
+	return exitOK
+}
