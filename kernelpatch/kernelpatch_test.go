@@ -264,40 +264,6 @@ func writeModule(t *testing.T, dir, name string, livepatch bool, meta map[string
 	return path
 }
 
-func TestNoteBuildID(t *testing.T) {
-	tests := []struct {
-		name    string
-		notes   []byte
-		want    string
-		wantErr bool
-	}{
-		{"second note", buildIDNote(t, fakeBuildID), fakeBuildID, false},
-		{"empty", nil, "", true},
-		{"truncated", buildIDNote(t, fakeBuildID)[:30], "", true},
-		{"huge sizes", []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 3, 0, 0, 0}, "", true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			id, err := noteBuildID(tt.notes)
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
-			}
-			if got := strings.TrimSpace(string(hexString(id))); got != tt.want {
-				t.Errorf("id = %s, want %s", got, tt.want)
-			}
-		})
-	}
-}
-
-func hexString(b []byte) string {
-	const digits = "0123456789abcdef"
-	out := make([]byte, 0, 2*len(b))
-	for _, c := range b {
-		out = append(out, digits[c>>4], digits[c&15])
-	}
-	return string(out)
-}
-
 func TestLoad(t *testing.T) {
 	good := map[string]any{"release": fakeRelease, "build_id": fakeBuildID, "level": 3}
 	tests := []struct {

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/livefix/livefix/buildid"
 )
 
 // System is the kernel a Manager works on. Host() returns the running
@@ -272,46 +274,12 @@ func (s *System) KernelBuildID() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("kernel build-id: %w", err)
 	}
-	id, err := noteBuildID(b)
+	id, err := buildid.FromNotes(b)
 	if err != nil {
 		return "", fmt.Errorf("kernel build-id: %s: %w", s.Notes, err)
 	}
 	return hex.EncodeToString(id), nil
 }
-
-// noteBuildID finds the NT_GNU_BUILD_ID note in a sequence of ELF notes
-// (4-byte aligned, host byte order: little endian on x86-64).
-func noteBuildID(b []byte) ([]byte, error) {
-	const ntGNUBuildID = 3
-	for len(b) >= 12 {
-		namesz := le32(b[0:])
-		descsz := le32(b[4:])
-		typ := le32(b[8:])
-		b = b[12:]
-		nameEnd := align4(namesz)
-		if uint64(nameEnd) > uint64(len(b)) {
-			break
-		}
-		name := b[:namesz]
-		b = b[nameEnd:]
-		descEnd := align4(descsz)
-		if uint64(descEnd) > uint64(len(b)) {
-			break
-		}
-		desc := b[:descsz]
-		b = b[descEnd:]
-		if typ == ntGNUBuildID && string(bytes.TrimRight(name, "\x00")) == "GNU" && len(desc) > 0 {
-			return desc, nil
-		}
-	}
-	return nil, errors.New("no GNU build-id note")
-}
-
-func le32(b []byte) uint32 {
-	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
-}
-
-func align4(n uint32) uint64 { return (uint64(n) + 3) &^ 3 }
 
 // checkName refuses names that cannot be a module name, so that a name
 // from the command line never escapes the sysfs directory.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"debug/elf"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -16,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/livefix/livefix/buildid"
 	"github.com/livefix/livefix/internal/kbuild"
 )
 
@@ -122,59 +122,9 @@ func decompress(ctx context.Context, p []byte) ([]byte, error) {
 
 // elfBuildID returns the NT_GNU_BUILD_ID note of an ELF image.
 func elfBuildID(raw []byte) ([]byte, error) {
-	f, err := elf.NewFile(bytes.NewReader(raw))
+	id, err := buildid.FromELF(bytes.NewReader(raw))
 	if err != nil {
-		return nil, fmt.Errorf("decompressed kernel is not ELF: %w", err)
+		return nil, fmt.Errorf("decompressed kernel image: %w", err)
 	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type != elf.PT_NOTE {
-			continue
-		}
-		data := make([]byte, p.Filesz)
-		if _, err := p.ReadAt(data, 0); err != nil {
-			return nil, fmt.Errorf("read notes: %w", err)
-		}
-		if id := NoteBuildID(data); id != nil {
-			return id, nil
-		}
-	}
-	for _, s := range f.Sections {
-		if s.Type != elf.SHT_NOTE {
-			continue
-		}
-		data, err := s.Data()
-		if err != nil {
-			continue
-		}
-		if id := NoteBuildID(data); id != nil {
-			return id, nil
-		}
-	}
-	return nil, errors.New("kernel image has no GNU build-id note")
+	return id, nil
 }
-
-// NoteBuildID finds the GNU build-id in a sequence of ELF notes, as in
-// /sys/kernel/notes. It returns nil when there is none.
-func NoteBuildID(notes []byte) []byte {
-	for len(notes) >= 12 {
-		namesz := int(binary.LittleEndian.Uint32(notes[0:]))
-		descsz := int(binary.LittleEndian.Uint32(notes[4:]))
-		typ := binary.LittleEndian.Uint32(notes[8:])
-		nameEnd := 12 + align4(namesz)
-		descEnd := nameEnd + align4(descsz)
-		if namesz < 0 || descsz < 0 || nameEnd > len(notes) || 12+namesz > len(notes) || nameEnd+descsz > len(notes) {
-			return nil
-		}
-		if typ == 3 && namesz == 4 && string(notes[12:16]) == "GNU\x00" && descsz > 0 {
-			return append([]byte(nil), notes[nameEnd:nameEnd+descsz]...)
-		}
-		if descEnd > len(notes) {
-			return nil
-		}
-		notes = notes[descEnd:]
-	}
-	return nil
-}
-
-func align4(n int) int { return (n + 3) &^ 3 }

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/livefix/livefix/buildid"
 	"github.com/livefix/livefix/elfobj"
 	"github.com/livefix/livefix/internal/kbuild"
 	"github.com/livefix/livefix/internal/vmtest"
@@ -221,7 +222,7 @@ func VmlinuxSymbols(ctx context.Context, t kbuild.Target, buildID []byte, log io
 		return ParseKallsyms(bytes.NewReader(data))
 	}
 	var data []byte
-	if notes, err := os.ReadFile("/sys/kernel/notes"); err == nil && bytes.Equal(NoteBuildID(notes), buildID) {
+	if notes, err := os.ReadFile("/sys/kernel/notes"); err == nil && bytes.Equal(noteID(notes), buildID) {
 		if d, err := os.ReadFile("/proc/kallsyms"); err == nil {
 			data = d
 			fmt.Fprintf(log, "klp: vmlinux symbols from the host's /proc/kallsyms\n")
@@ -318,4 +319,10 @@ func moduleName(p string) string {
 		p = strings.TrimSuffix(p, ext)
 	}
 	return strings.ReplaceAll(p, "-", "_")
+}
+
+// noteID is the build-id in notes, or nil.
+func noteID(notes []byte) []byte {
+	id, _ := buildid.FromNotes(notes)
+	return id
 }

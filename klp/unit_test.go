@@ -277,39 +277,6 @@ func TestModuleSymposByFile(t *testing.T) {
 	}
 }
 
-func TestNoteBuildID(t *testing.T) {
-	note := func(name string, typ uint32, desc []byte) []byte {
-		var b bytes.Buffer
-		n := append([]byte(name), 0)
-		binary.Write(&b, binary.LittleEndian, uint32(len(n)))
-		binary.Write(&b, binary.LittleEndian, uint32(len(desc)))
-		binary.Write(&b, binary.LittleEndian, typ)
-		b.Write(n)
-		b.Write(make([]byte, align4(len(n))-len(n)))
-		b.Write(desc)
-		b.Write(make([]byte, align4(len(desc))-len(desc)))
-		return b.Bytes()
-	}
-	id := []byte{0xde, 0xad, 0xbe, 0xef, 1}
-	tests := []struct {
-		name  string
-		notes []byte
-		want  []byte
-	}{
-		{"after a Xen note", append(note("Xen", 6, []byte("linux")), note("GNU", 3, id)...), id},
-		{"GNU note of another type", note("GNU", 1, id), nil},
-		{"truncated", note("GNU", 3, id)[:20], nil},
-		{"empty", nil, nil},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := NoteBuildID(tc.notes); !bytes.Equal(got, tc.want) {
-				t.Errorf("NoteBuildID = %x, want %x", got, tc.want)
-			}
-		})
-	}
-}
-
 // TestBzImageBuildID builds a fake bzImage around a gzip-compressed ELF
 // whose build-id note is known.
 func TestBzImageBuildID(t *testing.T) {

@@ -136,7 +136,7 @@ func TestLivepatchInVM(t *testing.T) {
 	if err != nil {
 		t.Fatalf("guest notes %q: %v", notes, err)
 	}
-	if got := NoteBuildID(raw); !bytes.Equal(got, want) {
+	if got := noteID(raw); !bytes.Equal(got, want) {
 		t.Errorf("guest kernel build-id %x, manifest says %x", got, want)
 	}
 }

@@ -9,84 +9,13 @@ import (
 	"io"
 	"os"
 	"sort"
-)
 
-const ntGNUBuildID = 3
+	"github.com/livefix/livefix/buildid"
+)
 
 // ReadBuildID returns the GNU build-id (NT_GNU_BUILD_ID note) of the ELF file
 // at path. It returns an error wrapping ErrNoBuildID if the file has none.
-func ReadBuildID(path string) ([]byte, error) {
-	f, err := elf.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("read build-id: %w", err)
-	}
-	defer f.Close()
-	id, err := buildID(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return id, nil
-}
-
-// buildID looks for the note in PT_NOTE segments first (they survive
-// stripping of section headers), then in SHT_NOTE sections.
-func buildID(f *elf.File) ([]byte, error) {
-	for _, p := range f.Progs {
-		if p.Type != elf.PT_NOTE {
-			continue
-		}
-		if id := findBuildIDNote(p.Open(), p.Filesz, p.Align, f.ByteOrder); id != nil {
-			return id, nil
-		}
-	}
-	for _, s := range f.Sections {
-		if s.Type != elf.SHT_NOTE {
-			continue
-		}
-		if id := findBuildIDNote(s.Open(), s.Size, s.Addralign, f.ByteOrder); id != nil {
-			return id, nil
-		}
-	}
-	return nil, ErrNoBuildID
-}
-
-// findBuildIDNote scans one note area. Malformed notes end the scan.
-func findBuildIDNote(r io.Reader, size, align uint64, bo interface{ Uint32([]byte) uint32 }) []byte {
-	const maxNotes = 1 << 20
-	if size == 0 || size > maxNotes {
-		return nil
-	}
-	data := make([]byte, size)
-	if _, err := io.ReadFull(r, data); err != nil {
-		return nil
-	}
-	if align != 8 {
-		align = 4
-	}
-	pad := func(n uint64) uint64 { return (n + align - 1) &^ (align - 1) }
-	for len(data) >= 12 {
-		namesz, descsz, typ := uint64(bo.Uint32(data)), uint64(bo.Uint32(data[4:])), bo.Uint32(data[8:])
-		data = data[12:]
-		if namesz > uint64(len(data)) || pad(namesz) > uint64(len(data)) {
-			return nil
-		}
-		name := data[:namesz]
-		data = data[pad(namesz):]
-		if descsz > uint64(len(data)) {
-			return nil
-		}
-		desc := data[:descsz]
-		if pad(descsz) > uint64(len(data)) {
-			data = nil
-		} else {
-			data = data[pad(descsz):]
-		}
-		if typ == ntGNUBuildID && bytes.Equal(name, []byte("GNU\x00")) && len(desc) > 0 {
-			return bytes.Clone(desc)
-		}
-	}
-	return nil
-}
+func ReadBuildID(path string) ([]byte, error) { return buildid.FromFile(path) }
 
 // Object is an ELF file mapped into a process.
 type Object struct {
@@ -151,7 +80,7 @@ func readELFInfo(r io.ReaderAt) elfInfo {
 	if !found {
 		return elfInfo{err: errors.New("no PT_LOAD segment")}
 	}
-	info.buildID, info.err = buildID(f)
+	info.buildID, info.err = buildid.FromELFFile(f)
 	return info
 }
 

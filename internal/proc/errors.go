@@ -3,6 +3,8 @@ package proc
 import (
 	"errors"
 	"syscall"
+
+	"github.com/livefix/livefix/buildid"
 )
 
 // Sentinel errors; match them with errors.Is.
@@ -14,7 +16,7 @@ var (
 	// ErrNotMapped: no object with the requested build-id is mapped.
 	ErrNotMapped = errors.New("object not mapped")
 	// ErrNoBuildID: the ELF file carries no GNU build-id note.
-	ErrNoBuildID = errors.New("no gnu build-id note")
+	ErrNoBuildID = buildid.ErrNotFound
 	// ErrTimeout: a thread did not reach the expected stop in time.
 	ErrTimeout = errors.New("timed out waiting for the target")
 	// ErrDetached: the Process was already detached (or lost).
