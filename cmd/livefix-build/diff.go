@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/livefix/livefix/elfobj"
+	"github.com/livefix/livefix/internal/cli"
 	"github.com/livefix/livefix/objdiff"
 )
 
@@ -23,11 +24,11 @@ exit status: 0 patchable changes, 3 something refused, 4 no functional
 change, 2 bad input.`
 
 func runDiff(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("diff", diffUsage, stderr)
+	fs := cli.NewFlagSet("diff", diffUsage, stderr)
 	asJSON := fs.Bool("json", false, "print the change set as one JSON object")
 	out := fs.String("o", "", "write the included parts to this relocatable object")
 	verbose := fs.Bool("v", false, "say why each function counts as changed")
-	pos, err := parseInterspersed(fs, args)
+	pos, err := cli.Parse(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/livefix/livefix/internal/cli"
 	"github.com/livefix/livefix/internal/kbuild"
 	"github.com/livefix/livefix/klp"
 	"github.com/livefix/livefix/objdiff"
@@ -38,7 +39,7 @@ func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 func runKernel(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("kernel", kernelUsage, stderr)
+	fs := cli.NewFlagSet("kernel", kernelUsage, stderr)
 	var patches, modObjs multiFlag
 	fs.Var(&patches, "patch", "source patch to apply (repeatable, applied in order)")
 	fs.Var(&modObjs, "module-object", "MODNAME=path/in/tree.c: the file is part of module MODNAME (overrides the Makefile rule; repeatable)")
@@ -51,7 +52,7 @@ func runKernel(args []string, stdout, stderr io.Writer) int {
 	keep := fs.Bool("keep-tmp", false, "keep the work directory (objects, generated module) and print its path")
 	verbose := fs.Bool("v", false, "show kbuild's commands and output")
 	asJSON := fs.Bool("json", false, "print the manifest as JSON on stdout")
-	pos, err := parseInterspersed(fs, args)
+	pos, err := cli.Parse(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}

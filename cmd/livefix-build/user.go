@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/livefix/livefix/internal/cli"
 	"github.com/livefix/livefix/ulp"
 	"github.com/livefix/livefix/ulp/build"
 )
@@ -32,7 +33,7 @@ exit status: 0 patch written, 3 something cannot be live patched,
 4 no change to the target's code, 2 bad input, 1 build failure.`
 
 func runUser(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("user", userUsage, stderr)
+	fs := cli.NewFlagSet("user", userUsage, stderr)
 	var c build.Config
 	fs.StringVar(&c.Src, "src", "", "source tree (not modified)")
 	fs.StringVar(&c.Patch, "patch", "", "unified diff to apply with patch -p1")
@@ -44,7 +45,7 @@ func runUser(args []string, stdout, stderr io.Writer) int {
 	out := fs.String("o", "", "output file (default NAME.lfp)")
 	asJSON := fs.Bool("json", false, "print the per-object change sets as JSON")
 	verbose := fs.Bool("v", false, "show the build output")
-	pos, err := parseInterspersed(fs, args)
+	pos, err := cli.Parse(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}

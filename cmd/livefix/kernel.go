@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/livefix/livefix/internal/cli"
 	"github.com/livefix/livefix/kernelpatch"
 )
 
@@ -64,24 +65,12 @@ func runKernel(args []string, stdout, stderr io.Writer) int {
 // parseArgs parses flags placed before, between or after the positional
 // arguments and checks their number.
 func parseArgs(fs *flag.FlagSet, args []string, npos int) ([]string, int, bool) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, exitOK, false
-			}
-			return nil, exitBadInput, false
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			break
-		}
-		if rest[0] == "--" {
-			pos = append(pos, rest[1:]...)
-			break
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
+	pos, err := cli.Parse(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil, exitOK, false
+	}
+	if err != nil {
+		return nil, exitBadInput, false
 	}
 	if len(pos) != npos {
 		fmt.Fprintf(fs.Output(), "livefix %s: want %d argument(s), got %d (see --help)\n", fs.Name(), npos, len(pos))
@@ -90,14 +79,8 @@ func parseArgs(fs *flag.FlagSet, args []string, npos int) ([]string, int, bool) 
 	return pos, exitOK, true
 }
 
-func newFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: livefix %s\n\noptions:\n", usage)
-		fs.PrintDefaults()
-	}
-	return fs
+func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	return cli.NewFlagSet(name, "usage: livefix "+synopsis, stderr)
 }
 
 // kernelChange runs load, disable and unload.

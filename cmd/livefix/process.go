@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/livefix/livefix/internal/cli"
 	"github.com/livefix/livefix/internal/proc"
 	"github.com/livefix/livefix/ulp"
 )
@@ -52,32 +53,8 @@ func runProcess(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-// processFlags parses interspersed flags and positional arguments.
-func processFlags(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		if rest[0] == "--" {
-			return append(pos, rest[1:]...), nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
-}
-
 func processFlagSet(name, synopsis string, stderr io.Writer) (*flag.FlagSet, *string) {
-	fs := flag.NewFlagSet("process "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: livefix process %s\n\noptions:\n", synopsis)
-		fs.PrintDefaults()
-	}
+	fs := cli.NewFlagSet("process "+name, "usage: livefix process "+synopsis, stderr)
 	def := os.Getenv("LIVEFIX_STATE_DIR")
 	if def == "" {
 		def = ulp.DefaultStateDir
@@ -105,7 +82,7 @@ func processChange(sub string, args []string, stdout, stderr io.Writer) int {
 	all := fs.Bool("all", false, "every process that maps the target (patch) or has a livefix patch (unpatch)")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the process to leave the code being replaced")
 	asJSON := fs.Bool("json", false, "print one JSON object per process")
-	pos, err := processFlags(fs, args)
+	pos, err := cli.Parse(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
@@ -239,7 +216,7 @@ func printResults(stdout, stderr io.Writer, sub string, results []processResult,
 func processList(args []string, stdout, stderr io.Writer) int {
 	fs, stateDir := processFlagSet("list", "list [--json]", stderr)
 	asJSON := fs.Bool("json", false, "print the records as a JSON array")
-	pos, err := processFlags(fs, args)
+	pos, err := cli.Parse(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
