@@ -21,6 +21,8 @@ func TestParse(t *testing.T) {
 		{args: []string{"--json", "a", "-o", "x", "b"}, pos: []string{"a", "b"}, json: true, out: "x"},
 		{args: []string{"a", "b", "--json"}, pos: []string{"a", "b"}, json: true},
 		{args: []string{"a", "--", "--json", "-o"}, pos: []string{"a", "--json", "-o"}},
+		{args: []string{"--json", "--", "-o", "b"}, pos: []string{"-o", "b"}, json: true},
+		{args: []string{"--", "a"}, pos: []string{"a"}},
 		{args: []string{"a", "--nope"}, wantErr: true},
 		{args: []string{"a", "-o"}, wantErr: true},
 		{args: nil, pos: nil},
