@@ -60,4 +60,16 @@
 // Pause times: StoppedFor measures from the first PTRACE_INTERRUPT to the
 // last thread restarted. Per stop the work is one PTRACE_INTERRUPT, one
 // wait and one restart per thread plus one read of /proc/PID/task.
+// /proc/PID/mem and /proc/PID/maps are opened before the first stop.
+//
+// Keeping pauses short: every method is a request to the tracer thread,
+// and on a loaded machine each hand-off between threads waits for the
+// scheduler. Run executes a caller's function on the tracer thread, where
+// the methods it calls run directly, so a whole stop (StopStacks, checks,
+// writes, Resume or Detach) costs no hand-off. Stacks and StopStacks read
+// every thread's rip and stack in one request; the end of the stack
+// mapping comes from the PROCMAP_QUERY ioctl (Linux 6.11+) rather than
+// from formatting and parsing all of /proc/PID/maps (the fallback).
+// MmapNearIn takes the free gaps from a snapshot of the maps read while
+// the process ran; MAP_FIXED_NOREPLACE makes a stale snapshot harmless.
 package proc

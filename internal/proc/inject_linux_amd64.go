@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -165,7 +167,18 @@ func (p *Process) isDetached() bool {
 // we do not change its address space.
 func (p *Process) maps() ([]Mapping, error) {
 	if p.mapsCache == nil || p.running {
-		m, err := ReadMaps(p.pid)
+		var m []Mapping
+		var err error
+		if p.task == 0 {
+			m, err = ReadMaps(p.pid)
+		} else {
+			// The main thread has exited: its maps are empty.
+			var data []byte
+			if data, err = os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/maps", p.pid, p.task)); err != nil {
+				return nil, procErr(p.pid, "read maps", err)
+			}
+			m, err = ParseMaps(bytes.NewReader(data))
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -201,36 +214,151 @@ func (p *Process) StackWords(tid int, max int) ([]uint64, error) {
 		if err := unix.PtraceGetRegs(tid, &regs); err != nil {
 			return fmt.Errorf("get registers of thread %d: %w", tid, err)
 		}
-		maps, err := p.maps()
-		if err != nil {
-			return err
-		}
-		sp := regs.Rsp
-		var stack *Mapping
-		for i := range maps {
-			if maps[i].Contains(sp) {
-				stack = &maps[i]
-				break
-			}
-		}
-		if stack == nil {
-			return fmt.Errorf("thread %d: rsp %#x is not in any mapping", tid, sp)
-		}
-		n := (stack.End - sp) / 8
-		if n > uint64(max) {
-			n = uint64(max)
-		}
-		buf := make([]byte, n*8)
-		if _, err := p.mem.ReadAt(buf, int64(sp)); err != nil {
-			return fmt.Errorf("read stack of thread %d at %#x: %w", tid, sp, err)
-		}
-		words = make([]uint64, n)
-		for i := range words {
-			words[i] = binary.LittleEndian.Uint64(buf[i*8:])
-		}
-		return nil
+		var err error
+		words, err = p.stackWords(tid, regs.Rsp, max)
+		return err
 	})
 	return words, err
+}
+
+// ThreadStack is what a conservative stack scan needs of one stopped
+// thread.
+type ThreadStack struct {
+	Tid int
+	Rip uint64
+	// Words are up to max words of the stack from rsp on, as StackWords.
+	Words []uint64
+}
+
+// Stacks returns, in one request to the tracer thread, the rip and the
+// stack words (as StackWords) of every stopped thread, ascending by tid.
+// Threads that exited meanwhile are left out. Live patching calls it
+// inside the pause, where every hand-off between threads counts.
+func (p *Process) Stacks(max int) ([]ThreadStack, error) {
+	var out []ThreadStack
+	err := p.do(func() error {
+		var err error
+		out, err = p.stacks(max)
+		return err
+	})
+	return out, err
+}
+
+// StopStacks is Stop followed by Stacks in the same request to the tracer
+// thread, for a caller that checks the threads at every stop. On a
+// failure to stop, the process is detached.
+func (p *Process) StopStacks(max int) ([]ThreadStack, error) {
+	var out []ThreadStack
+	err := p.do(func() error {
+		if p.running {
+			if err := p.stopRunning(); err != nil {
+				p.release()
+				return err
+			}
+		}
+		var err error
+		out, err = p.stacks(max)
+		return err
+	})
+	return out, err
+}
+
+// stacks is Stacks on the worker thread.
+func (p *Process) stacks(max int) ([]ThreadStack, error) {
+	if p.running {
+		return nil, fmt.Errorf("pid %d: %w", p.pid, ErrRunning)
+	}
+	p.mu.Lock()
+	tids := p.tids
+	p.mu.Unlock()
+	out := make([]ThreadStack, 0, len(tids))
+	for _, tid := range tids {
+		if t := p.threads[tid]; t == nil || !t.stopped {
+			continue
+		}
+		var regs unix.PtraceRegs
+		if err := unix.PtraceGetRegs(tid, &regs); err == unix.ESRCH {
+			continue // killed while stopped
+		} else if err != nil {
+			return nil, fmt.Errorf("get registers of thread %d: %w", tid, err)
+		}
+		ts := ThreadStack{Tid: tid, Rip: regs.Rip}
+		if max > 0 {
+			w, err := p.stackWords(tid, regs.Rsp, max)
+			if err != nil {
+				return nil, err
+			}
+			ts.Words = w
+		}
+		out = append(out, ts)
+	}
+	return out, nil
+}
+
+// stackWords reads up to max words from sp to the end of its mapping.
+// Worker thread only.
+func (p *Process) stackWords(tid int, sp uint64, max int) ([]uint64, error) {
+	end, err := p.mappingEnd(sp)
+	if err != nil {
+		return nil, err
+	}
+	if end == 0 {
+		return nil, fmt.Errorf("thread %d: rsp %#x is not in any mapping", tid, sp)
+	}
+	n := min((end-sp)/8, uint64(max))
+	buf := make([]byte, n*8)
+	if _, err := p.mem.ReadAt(buf, int64(sp)); err != nil {
+		return nil, fmt.Errorf("read stack of thread %d at %#x: %w", tid, sp, err)
+	}
+	words := make([]uint64, n)
+	for i := range words {
+		words[i] = binary.LittleEndian.Uint64(buf[i*8:])
+	}
+	return words, nil
+}
+
+// procmapQuery is struct procmap_query of <linux/fs.h> (Linux 6.11+).
+type procmapQuery struct {
+	Size, QueryFlags, QueryAddr                               uint64
+	VMAStart, VMAEnd, VMAFlags, VMAPageSize, VMAOffset, Inode uint64
+	DevMajor, DevMinor, VMANameSize, BuildIDSize              uint32
+	VMANameAddr, BuildIDAddr                                  uint64
+}
+
+// procmapQueryIoctl is PROCMAP_QUERY, _IOWR('f', 17, struct procmap_query).
+const procmapQueryIoctl = 0xc0686611
+
+// mappingEnd returns the end of the mapping that holds addr, or 0 if none
+// does. Where the kernel answers the PROCMAP_QUERY ioctl (Linux 6.11+) it
+// asks for that one mapping instead of reading /proc/PID/maps: inside the
+// pause, formatting and parsing every mapping costs far more than the
+// stack read itself. Worker thread only.
+func (p *Process) mappingEnd(addr uint64) (uint64, error) {
+	if p.mapsFile != nil && !p.noQuery {
+		q := procmapQuery{QueryAddr: addr}
+		q.Size = uint64(unsafe.Sizeof(q))
+		_, _, e := unix.Syscall(unix.SYS_IOCTL, p.mapsFile.Fd(), procmapQueryIoctl, uintptr(unsafe.Pointer(&q)))
+		switch e {
+		case 0:
+			return q.VMAEnd, nil
+		case unix.ENOENT:
+			return 0, nil
+		case unix.ENOTTY, unix.EINVAL, unix.EOPNOTSUPP:
+			p.noQuery = true // an older kernel
+		}
+		// Otherwise (e.g. the file's mm is gone after an exec): read
+		// the maps this time.
+	}
+	maps, err := p.maps()
+	if err != nil {
+		return 0, err
+	}
+	for _, m := range maps {
+		if m.Contains(addr) {
+			return m.End, nil
+		}
+	}
+	return 0, nil
 }
 
 var syscallInsn = []byte{0x0f, 0x05}
@@ -240,7 +368,7 @@ var syscallInsn = []byte{0x0f, 0x05}
 // starts at rip, so 0f 05 there is a syscall whatever surrounds it.
 func (p *Process) findSyscallInsn(m Mapping, limit uint64) uint64 {
 	const chunk = 256 << 10
-	buf := make([]byte, chunk+1)
+	buf := make([]byte, min(m.Size(), chunk+1))
 	for off := uint64(0); off < m.Size() && off < limit; off += chunk {
 		n := min(m.Size()-off, chunk+1)
 		b := buf[:n]
@@ -265,27 +393,8 @@ func (p *Process) syscallSite(t *thread, regs *unix.PtraceRegs) (site uint64, cl
 	if err != nil {
 		return 0, nil, err
 	}
-	for _, m := range maps {
-		if p.noSiteSearch {
-			break
-		}
-		if m.Path == "[vdso]" && m.Executable() {
-			if a := p.findSyscallInsn(m, 1<<20); a != 0 {
-				p.site = a
-				return a, nil, nil
-			}
-		}
-	}
-	for _, m := range maps {
-		if p.noSiteSearch {
-			break
-		}
-		if m.Executable() && m.FileBacked() && strings.HasPrefix(filepath.Base(m.FilePath()), "libc") {
-			if a := p.findSyscallInsn(m, 16<<20); a != 0 {
-				p.site = a
-				return a, nil, nil
-			}
-		}
+	if p.site = p.searchSite(maps); p.site != 0 {
+		return p.site, nil, nil
 	}
 	rip := regs.Rip
 	var orig [2]byte
@@ -301,6 +410,30 @@ func (p *Process) syscallSite(t *thread, regs *unix.PtraceRegs) (site uint64, cl
 		}
 		return nil
 	}, nil
+}
+
+// searchSite returns the address of a syscall instruction in the vdso or
+// in libc among maps, or 0. The instruction is read from the process, so
+// a listed mapping that is gone is not used.
+func (p *Process) searchSite(maps []Mapping) uint64 {
+	if p.noSiteSearch {
+		return 0
+	}
+	for _, m := range maps {
+		if m.Path == "[vdso]" && m.Executable() {
+			if a := p.findSyscallInsn(m, 1<<20); a != 0 {
+				return a
+			}
+		}
+	}
+	for _, m := range maps {
+		if m.Executable() && m.FileBacked() && strings.HasPrefix(filepath.Base(m.FilePath()), "libc") {
+			if a := p.findSyscallInsn(m, 16<<20); a != 0 {
+				return a
+			}
+		}
+	}
+	return 0
 }
 
 // Syscall runs one system call inside the target on a stopped thread (the
@@ -449,6 +582,22 @@ func (p *Process) stepSyscall(t *thread, site uint64) (uint64, error) {
 // new mapping is within rel32 reach of every byte of [lo, hi). It uses
 // MAP_FIXED_NOREPLACE, trying further gaps if one was taken.
 func (p *Process) MmapNear(lo, hi, size uint64, prot int) (uint64, error) {
+	return p.mmapNear(nil, lo, hi, size, prot)
+}
+
+// MmapNearIn is MmapNear choosing among the free gaps of maps, a recent
+// snapshot of the mappings (ReadMaps, e.g. while the process was
+// running), instead of reading them inside the pause. A stale snapshot is
+// safe: MAP_FIXED_NOREPLACE fails on a gap taken since, and the next one
+// is tried.
+func (p *Process) MmapNearIn(maps []Mapping, lo, hi, size uint64, prot int) (uint64, error) {
+	if maps == nil {
+		return 0, errors.New("mmap: no mappings given")
+	}
+	return p.mmapNear(maps, lo, hi, size, prot)
+}
+
+func (p *Process) mmapNear(snap []Mapping, lo, hi, size uint64, prot int) (uint64, error) {
 	if size == 0 || size > 1<<40 {
 		return 0, fmt.Errorf("mmap: bad size %d", size)
 	}
@@ -459,9 +608,13 @@ func (p *Process) MmapNear(lo, hi, size uint64, prot int) (uint64, error) {
 		if err != nil {
 			return err
 		}
-		maps, err := p.maps()
-		if err != nil {
-			return err
+		maps := snap
+		if maps == nil {
+			if maps, err = p.maps(); err != nil {
+				return err
+			}
+		} else if p.site == 0 {
+			p.site = p.searchSite(maps)
 		}
 		cands := gapCandidates(maps, lo, hi, size, 32)
 		const flags = unix.MAP_PRIVATE | unix.MAP_ANONYMOUS | unix.MAP_FIXED_NOREPLACE

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -65,8 +66,13 @@ type Process struct {
 	opts AttachOptions
 	reqs chan func()
 	done chan struct{} // closed when the worker has exited
+	// worker is the tracer thread's tid while the worker runs, else 0.
+	worker atomic.Int32
 
 	mem *os.File // /proc/PID/mem, opened O_RDWR while seized
+	// task, if not 0, is the live thread whose /proc/PID/task/TID entries
+	// stand for the process (the main thread has exited).
+	task int
 
 	mu        sync.Mutex // guards the fields below
 	tids      []int
@@ -83,6 +89,8 @@ type Process struct {
 	sigc      chan struct{} // SIGCHLD arrived: a tracee may have stopped
 	site      uint64        // address of a `syscall` instruction in the target
 	mapsCache []Mapping     // valid while stopped and unchanged by us
+	mapsFile  *os.File      // /proc/PID/maps for PROCMAP_QUERY, or nil
+	noQuery   bool          // PROCMAP_QUERY is not available
 	// noSiteSearch (tests) forces the write-at-rip syscall fallback.
 	noSiteSearch bool
 }
@@ -159,6 +167,10 @@ func Attach(pid int, opts AttachOptions) (*Process, error) {
 func (p *Process) loop() {
 	runtime.LockOSThread()
 	defer close(p.done)
+	// The goroutine owns this thread, so a matching tid identifies it;
+	// cleared before the thread exits and its tid can be reused.
+	p.worker.Store(int32(unix.Gettid()))
+	defer p.worker.Store(0)
 	if !p.opts.NoBoost {
 		// Best effort (needs CAP_SYS_NICE): when restarting threads, each
 		// woken target thread would otherwise preempt the tracer and
@@ -190,8 +202,15 @@ func (p *Process) loop() {
 	}
 }
 
-// do runs f on the worker thread and returns its error.
+// do runs f on the worker thread and returns its error; called on the
+// worker thread (inside Run), it calls f directly.
 func (p *Process) do(f func() error) error {
+	if w := p.worker.Load(); w != 0 && w == int32(unix.Gettid()) {
+		if p.exit {
+			return fmt.Errorf("pid %d: %w", p.pid, ErrDetached)
+		}
+		return f()
+	}
 	errc := make(chan error, 1)
 	select {
 	case p.reqs <- func() { errc <- f() }:
@@ -199,6 +218,17 @@ func (p *Process) do(f func() error) error {
 	case <-p.done:
 		return fmt.Errorf("pid %d: %w", p.pid, ErrDetached)
 	}
+}
+
+// Run calls f on the tracer thread and returns its error. The methods of
+// p that f calls run directly on that thread, so a sequence of steps
+// inside one pause (stop, inspect, write, resume or detach) costs no
+// hand-off between threads; on a loaded machine each hand-off waits for
+// the scheduler and can cost more than the work. While f runs, stops of
+// the running target are not serviced: f must not wait on other
+// goroutines that use p, nor keep the process running for long.
+func (p *Process) Run(f func() error) error {
+	return p.do(f)
 }
 
 // Pid returns the process id.
@@ -293,6 +323,14 @@ func isStopSignal(s unix.Signal) bool {
 func (p *Process) attach() error {
 	p.sigc = make(chan struct{}, 1)
 	watchSIGCHLD(p.sigc)
+	// Open the memory and the maps before the pause begins (root may;
+	// otherwise they are opened once seized, below).
+	if f, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", p.pid), os.O_RDWR, 0); err == nil {
+		p.mem = f
+	}
+	if f, err := os.Open(fmt.Sprintf("/proc/%d/maps", p.pid)); err == nil {
+		p.mapsFile = f
+	}
 	p.beginStop()
 	tids, err := tasks(p.pid)
 	if err != nil {
@@ -306,17 +344,30 @@ func (p *Process) attach() error {
 	if err := p.settle(); err != nil {
 		return err
 	}
-	// Open the memory through a live seized thread: if the main thread
-	// has exited (pthread_exit), /proc/PID/mem has no mm behind it.
-	t, err := p.syscallThread()
-	if err != nil {
-		return fmt.Errorf("attach: %w", err)
+	if p.mem == nil || p.threads[p.pid] == nil {
+		// Open the memory through a live seized thread: if the main
+		// thread has exited (pthread_exit), /proc/PID/mem has no mm
+		// behind it.
+		t, err := p.syscallThread()
+		if err != nil {
+			return fmt.Errorf("attach: %w", err)
+		}
+		mem, err := os.OpenFile(fmt.Sprintf("/proc/%d/task/%d/mem", p.pid, t.tid), os.O_RDWR, 0)
+		if err != nil {
+			return fmt.Errorf("attach: %w", procErr(p.pid, "open memory", err))
+		}
+		if p.mem != nil {
+			p.mem.Close()
+		}
+		p.mem = mem
+		if t.tid != p.pid {
+			p.task = t.tid
+			if p.mapsFile != nil {
+				p.mapsFile.Close()
+			}
+			p.mapsFile, _ = os.Open(fmt.Sprintf("/proc/%d/task/%d/maps", p.pid, t.tid))
+		}
 	}
-	mem, err := os.OpenFile(fmt.Sprintf("/proc/%d/task/%d/mem", p.pid, t.tid), os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("attach: %w", procErr(p.pid, "open memory", err))
-	}
-	p.mem = mem
 	p.mu.Lock()
 	p.stopped = true
 	p.mu.Unlock()
@@ -722,6 +773,9 @@ func (p *Process) release() error {
 	}
 	if p.mem != nil {
 		p.mem.Close()
+	}
+	if p.mapsFile != nil {
+		p.mapsFile.Close()
 	}
 	return errors.Join(errs...)
 }
