@@ -52,14 +52,36 @@ type Result struct {
 	Patch string `json:"patch"`
 	// Replaced names the lower-level patch that Apply replaced.
 	Replaced string `json:"replaced,omitempty"`
-	// Pause is how long the process was stopped by the successful
-	// attempt (first thread stopped to last thread resumed).
+	// Pause is the longest single stop of the process (first thread
+	// stopped to last thread resumed): what its threads experience.
 	Pause time.Duration `json:"pause_ns"`
-	// Attempts counts stops of the whole process; more than one means
-	// the safety check had to let it run to leave the code being
-	// replaced (nudges of single threads within a stop do not count).
+	// Stopped is the time the process spent stopped over all Stops.
+	// Apply stops it once to map and fill the patch's memory (the new
+	// code is unreachable then), once per safety check until one passes
+	// and the jumps are written, and, when it replaces a lower level,
+	// once more to unmap the old patch; Unpatch stops it once to check
+	// and restore the entries and once to unmap.
+	Stopped time.Duration `json:"stopped_ns"`
+	Stops   int           `json:"stops"`
+	// Attempts counts the safety-check stops; more than one means the
+	// check had to let the process run to leave the code being replaced
+	// (nudges of single threads within a stop do not count).
 	Attempts int    `json:"attempts"`
 	Region   uint64 `json:"region,omitempty"`
+}
+
+// pauses adds up the stops of one operation.
+type pauses struct {
+	n              int
+	longest, total time.Duration
+}
+
+// ended records the stop that pr just ended (by Resume or Detach).
+func (ps *pauses) ended(pr *proc.Process) {
+	d := pr.StoppedFor()
+	ps.n++
+	ps.total += d
+	ps.longest = max(ps.longest, d)
 }
 
 // span is an address range with a name, for the safety check.
@@ -147,78 +169,92 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 		}
 	}
 	defer boost()()
-	pr, attempts, err := stopSafely(pid, spans, opts)
-	if err != nil {
+	var ps pauses
+	a, attempts, err := install(pid, v, pl, p, old, spans, opts, &ps)
+	if a == nil {
 		return nil, err
 	}
-	applied, err := install(pr, v, pl, p, old)
-	derr := pr.Detach()
 	if err != nil {
-		return nil, fmt.Errorf("pid %d: patch %s (process left unchanged): %w", pid, p.Name, errors.Join(err, derr))
+		err = fmt.Errorf("pid %d patched with %s, but: %w", pid, p.Name, err)
 	}
-	if derr != nil {
-		return nil, fmt.Errorf("pid %d: detach after patching %s: %w", pid, p.Name, derr)
-	}
-	applied.Pause = pr.StoppedFor()
-	res := &Result{Pid: pid, Patch: p.Name, Pause: applied.Pause, Attempts: attempts, Region: applied.Region}
+	a.Pause = ps.longest
+	res := &Result{Pid: pid, Patch: p.Name, Pause: ps.longest, Stopped: ps.total, Stops: ps.n, Attempts: attempts, Region: a.Region}
 	if old != nil {
 		res.Replaced = old.Name
 		rec.Patches = append(rec.Patches[:oldIdx], rec.Patches[oldIdx+1:]...)
 	}
-	rec.Patches = append(rec.Patches, *applied)
-	if err := s.save(rec); err != nil {
-		return res, fmt.Errorf("pid %d patched with %s, but %w", pid, p.Name, err)
+	rec.Patches = append(rec.Patches, *a)
+	if serr := s.save(rec); serr != nil {
+		err = errors.Join(err, fmt.Errorf("pid %d patched with %s, but %w", pid, p.Name, serr))
 	}
-	return res, nil
+	return res, err
 }
 
-// stopSafely attaches to pid and returns it stopped at a moment when no
-// thread is in spans, retrying until the timeout. On failure the process
-// is detached and running.
+// stopSafely stops pr (attached, stopped or running) at a moment when no
+// thread is in spans and calls commit in that same stop, retrying until
+// the timeout; it returns the number of safety-check stops. commit must
+// end the stop (Resume or Detach). Each stop is one proc.Run: stopping,
+// reading every thread's registers and stack, the check and commit run
+// on the tracer thread without a hand-off between threads. On ErrBusy,
+// and when commit fails, the process is left stopped, so that the caller
+// can clean up in the same stop; after other errors it may have been
+// detached.
 //
 // When some threads are in the way, only those are let run for a few
 // microseconds (proc.Nudge) while the others stay stopped: a thread in a
 // short function leaves it at once. If a few nudges do not help (a
 // thread is parked there), the whole process runs for a while before the
 // next stop, so that it never stays stopped for long.
-func stopSafely(pid int, spans []span, opts Options) (*proc.Process, int, error) {
+func stopSafely(pr *proc.Process, spans []span, opts Options, ps *pauses, commit func() error) (int, error) {
 	sort.Slice(spans, func(i, j int) bool { return spans[i].lo < spans[j].lo })
-	pr, err := proc.Attach(pid, proc.AttachOptions{Timeout: opts.AttachTimeout})
-	if err != nil {
-		return nil, 0, err
-	}
 	const nudges = 8
 	deadline := time.Now().Add(opts.timeout())
 	wait := 100 * time.Microsecond
-	stops := 1
-	for n := 0; ; n++ {
-		tids, why, err := inTheWay(pr, spans)
-		if err != nil {
-			pr.Detach()
-			return nil, stops, err
-		}
-		if len(tids) == 0 {
-			return pr, stops, nil
-		}
-		if time.Now().After(deadline) {
-			derr := pr.Detach()
-			return nil, stops, errors.Join(fmt.Errorf("pid %d: %s after %d stops in %v (process left unchanged): %w", pid, why, stops, opts.timeout(), ErrBusy), derr)
-		}
-		if n%(nudges+1) < nudges {
-			if err := pr.Nudge(tids, 10*time.Microsecond); err != nil {
-				return nil, stops, err
+	stops := 0
+	for {
+		safe := false
+		err := pr.Run(func() error {
+			var stacks []proc.ThreadStack
+			var err error
+			if pr.Stopped() {
+				stacks, err = pr.Stacks(maxStackWords)
+			} else {
+				stacks, err = pr.StopStacks(maxStackWords)
 			}
-			continue
-		}
-		if err := pr.Resume(); err != nil {
-			return nil, stops, err
+			if err != nil {
+				return err
+			}
+			stops++
+			for n := 0; ; n++ {
+				tids, why := inTheWay(stacks, spans)
+				if len(tids) == 0 {
+					safe = true
+					return commit()
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("%s after %d stops in %v: %w", why, stops, opts.timeout(), ErrBusy)
+				}
+				if n == nudges {
+					break
+				}
+				if err := pr.Nudge(tids, 10*time.Microsecond); err != nil {
+					return err
+				}
+				if stacks, err = pr.Stacks(maxStackWords); err != nil {
+					return err
+				}
+			}
+			if err := pr.Resume(); err != nil {
+				return err
+			}
+			ps.ended(pr)
+			return nil
+		})
+		if err != nil || safe {
+			return stops, err
 		}
 		time.Sleep(wait)
 		wait = min(wait*2, 10*time.Millisecond)
-		if err := pr.Stop(); err != nil {
-			return nil, stops, err
-		}
-		stops++
 	}
 }
 
@@ -227,7 +263,7 @@ const maxStackWords = 1 << 18
 
 // inTheWay returns the threads whose ip or stack refers into spans, and
 // a description of the first one.
-func inTheWay(pr *proc.Process, spans []span) ([]int, string, error) {
+func inTheWay(stacks []proc.ThreadStack, spans []span) ([]int, string) {
 	find := func(a uint64) *span {
 		i := sort.Search(len(spans), func(i int) bool { return spans[i].hi > a })
 		for ; i < len(spans) && spans[i].lo <= a; i++ {
@@ -239,36 +275,25 @@ func inTheWay(pr *proc.Process, spans []span) ([]int, string, error) {
 	}
 	var tids []int
 	why := ""
-	for _, tid := range pr.Threads() {
-		regs, err := pr.Regs(tid)
-		if errors.Is(err, proc.ErrNoProcess) {
-			continue // the thread exited
-		}
-		if err != nil {
-			return nil, "", err
-		}
-		if sp := find(regs.Rip); sp != nil {
-			tids = append(tids, tid)
+	for _, st := range stacks {
+		if sp := find(st.Rip); sp != nil {
+			tids = append(tids, st.Tid)
 			if why == "" {
-				why = fmt.Sprintf("thread %d is executing %s", tid, sp.what)
+				why = fmt.Sprintf("thread %d is executing %s", st.Tid, sp.what)
 			}
 			continue
 		}
-		words, err := pr.StackWords(tid, maxStackWords)
-		if err != nil {
-			return nil, "", err
-		}
-		for _, w := range words {
+		for _, w := range st.Words {
 			if sp := find(w); sp != nil {
-				tids = append(tids, tid)
+				tids = append(tids, st.Tid)
 				if why == "" {
-					why = fmt.Sprintf("thread %d has a return address into %s on its stack", tid, sp.what)
+					why = fmt.Sprintf("thread %d has a return address into %s on its stack", st.Tid, sp.what)
 				}
 				break
 			}
 		}
 	}
-	return tids, why, nil
+	return tids, why
 }
 
 // undo is the list of changes made to a stopped process, reverted in
@@ -285,50 +310,191 @@ func (u undo) run() error {
 	return errors.Join(errs...)
 }
 
-// install writes the patch into the stopped process and redirects the
-// functions; on error everything it changed is restored.
-func install(pr *proc.Process, v *view, pl *plan, p *Patch, old *Applied) (a *Applied, err error) {
-	var u undo
-	defer func() {
+// jump is one redirect, computed before the commit stop.
+type jump struct {
+	at  uint64
+	cur []byte // the 5 bytes at at when prepared; still there at commit
+	jmp []byte
+	r   Redirect
+}
+
+// install applies the plan to pid in separate short stops, each one
+// request to the tracer thread (proc.Run), so that no stop does more than
+// one kind of work:
+//
+//  1. attach, map the region within reach of the target (and make its
+//     data part writable), resume; then, with the process running, link
+//     the image for that address and write it (the new code is not
+//     reachable before the jumps exist, so this is safe at any instant)
+//     and compute every jump;
+//  2. stop until the safety check passes (stopSafely), check that the
+//     entries still hold what was read in step 1, write the jumps, put
+//     back the entries of a replaced patch that the new one does not
+//     redirect, and detach;
+//  3. only when a lower level was replaced: stop again and unmap it.
+//
+// If the check never passes or anything fails before the jumps are
+// complete, the jumps written so far are restored and the region is
+// unmapped (in the stop at hand, or in a cleanup stop), so that the
+// process is exactly as before. An error with a non-nil Applied means the
+// patch is in place but something after the commit failed.
+func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, opts Options, ps *pauses) (a *Applied, attempts int, err error) {
+	fail := func(err error) error {
+		return fmt.Errorf("pid %d: patch %s (process left unchanged): %w", pid, p.Name, err)
+	}
+	// The free gaps are looked up before the stop; a gap taken meanwhile
+	// only makes the mmap try the next one.
+	maps, err := proc.ReadMaps(pid)
+	if err != nil {
+		return nil, 0, fail(err)
+	}
+	pr, err := proc.Attach(pid, proc.AttachOptions{Timeout: opts.AttachTimeout})
+	if err != nil {
+		return nil, 0, fail(err)
+	}
+	// Stop 1. Each injected syscall costs a single-step inside the
+	// pause, so the region is mapped read+execute at once (writes go
+	// through /proc/PID/mem, which may write read-only mappings of a
+	// traced process) and only a writable data part needs an mprotect.
+	// The read-only data and slots thus share the r-x protection of the
+	// code.
+	var base uint64
+	err = pr.Run(func() error {
+		var err error
+		base, err = pr.MmapNearIn(maps, v.target.Start(), v.target.End(), pl.size, unix.PROT_READ|unix.PROT_EXEC)
 		if err != nil {
-			if uerr := u.run(); uerr != nil {
-				err = fmt.Errorf("%w; restoring the process also failed: %w", err, uerr)
+			return fmt.Errorf("allocate %d bytes near %s: %w", pl.size, v.target.Path, err)
+		}
+		if pl.size > pl.rwOff {
+			if err := pr.Mprotect(base+pl.rwOff, pl.size-pl.rwOff, unix.PROT_READ|unix.PROT_WRITE); err != nil {
+				return err
 			}
 		}
-	}()
-	// Each injected syscall costs a single-step inside the pause, so the
-	// region is mapped read+execute at once (writes go through
-	// /proc/PID/mem, which may write read-only mappings of a traced
-	// process) and only a writable data part needs an mprotect. The
-	// read-only data and slots thus share the r-x protection of the code.
-	base, err := pr.MmapNear(v.target.Start(), v.target.End(), pl.size, unix.PROT_READ|unix.PROT_EXEC)
-	if err != nil {
-		return nil, fmt.Errorf("allocate %d bytes near %s: %w", pl.size, v.target.Path, err)
+		if err := pr.Resume(); err != nil {
+			return err
+		}
+		ps.ended(pr)
+		return nil
+	})
+	if err != nil && base == 0 {
+		return nil, 0, fail(errors.Join(err, release(pr, ps)))
 	}
-	u = append(u, func() error { return pr.Munmap(base, pl.size) })
+	// From here on, until the jumps are committed, every failure undoes
+	// what was written, unmaps the region and detaches.
+	var u undo
+	committed := false
+	defer func() {
+		if err == nil || committed {
+			return
+		}
+		if cerr := cleanup(pr, u, base, pl.size, ps); cerr != nil {
+			err = fmt.Errorf("%w; restoring the process also failed: %w", err, cerr)
+		}
+		err = fail(err)
+	}()
+	if err != nil {
+		return nil, 0, err
+	}
+
+	// The process runs: link, write and prepare the jumps.
 	img, err := pl.link(base)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if err := pr.WriteMem(base, img); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	if pl.size > pl.rwOff {
-		if err := pr.Mprotect(base+pl.rwOff, pl.size-pl.rwOff, unix.PROT_READ|unix.PROT_WRITE); err != nil {
-			return nil, err
+	jumps, err := planJumps(pr, pl, base, old)
+	if err != nil {
+		return nil, 0, err
+	}
+	var restores []Redirect
+	if old != nil {
+		done := map[uint64]bool{}
+		for _, j := range jumps {
+			done[j.r.Addr] = true
 		}
+		for _, r := range old.Funcs {
+			if !done[r.Addr] {
+				restores = append(restores, r)
+			}
+		}
+	}
+
+	// Stop 2, repeated until the check passes: the commit.
+	attempts, err = stopSafely(pr, spans, opts, ps, func() error {
+		var cur [5]byte
+		for _, j := range jumps {
+			if err := pr.ReadMem(j.at, cur[:]); err != nil {
+				return fmt.Errorf("read entry of %s: %w", j.r.Name, err)
+			}
+			if !bytes.Equal(cur[:], j.cur) {
+				return fmt.Errorf("entry of %s changed while the patch was prepared (changed by someone else?)", j.r.Name)
+			}
+			if err := pr.WriteMem(j.at, j.jmp); err != nil {
+				return fmt.Errorf("redirect %s: %w", j.r.Name, err)
+			}
+			at0, cur0 := j.at, j.cur
+			u = append(u, func() error { return pr.WriteMem(at0, cur0) })
+		}
+		for _, r := range restores {
+			if err := restoreEntry(pr, r, old.Name); err != nil {
+				return err
+			}
+			u = append(u, func() error { return pr.WriteMem(r.At, jmpBytes(r.At, r.New)) })
+		}
+		committed = true
+		if old == nil {
+			if err := release(pr, ps); err != nil {
+				// The jumps are in place; the kernel detaches the rest.
+				return fmt.Errorf("detach: %w", err)
+			}
+			return nil
+		}
+		if err := pr.Resume(); err != nil {
+			return fmt.Errorf("resume: %w", err)
+		}
+		ps.ended(pr)
+		return nil
+	})
+	if err != nil && !committed {
+		return nil, attempts, err
 	}
 	a = &Applied{
 		Name: p.Name, Level: p.Level, BuildID: p.Target.BuildID, Target: v.target.Path,
 		Checksum: p.Checksum(), Region: base, Size: pl.size, TextEnd: pl.textEnd, AppliedAt: time.Now().UTC(),
 	}
+	for _, j := range jumps {
+		a.Funcs = append(a.Funcs, j.r)
+	}
+	if err != nil || old == nil {
+		return a, attempts, err
+	}
+	// Stop 3: the replaced patch is no longer referenced (the safety
+	// check covered its code): unmap it.
+	err = pr.Run(func() error {
+		if err := pr.Stop(); err != nil {
+			return fmt.Errorf("stop to unmap the replaced patch %s: %w", old.Name, err)
+		}
+		merr := pr.Munmap(old.Region, old.Size)
+		if merr != nil {
+			merr = fmt.Errorf("unmap the replaced patch %s: %w", old.Name, merr)
+		}
+		return errors.Join(merr, release(pr, ps))
+	})
+	return a, attempts, err
+}
+
+// planJumps reads the entries of the functions to redirect (the process
+// may be running) and computes the jumps.
+func planJumps(pr *proc.Process, pl *plan, base uint64, old *Applied) ([]jump, error) {
 	oldBy := map[uint64]*Redirect{}
 	if old != nil {
 		for i := range old.Funcs {
 			oldBy[old.Funcs[i].Addr] = &old.Funcs[i]
 		}
 	}
-	done := map[uint64]bool{}
+	var jumps []jump
 	for _, f := range pl.funcs {
 		entry := make([]byte, 9)
 		if err := pr.ReadMem(f.old, entry); err != nil {
@@ -341,8 +507,8 @@ func install(pr *proc.Process, v *view, pl *plan, p *Patch, old *Applied) (a *Ap
 		if f.oldSize > 0 && at+5 > f.old+f.oldSize {
 			return nil, fmt.Errorf("function %s is %d bytes, too short for a 5-byte jump", f.origName, f.oldSize)
 		}
-		cur := entry[at-f.old : at-f.old+5]
-		orig := bytes.Clone(cur)
+		cur := bytes.Clone(entry[at-f.old : at-f.old+5])
+		orig := cur
 		if r := oldBy[f.old]; r != nil {
 			orig = r.Orig
 			if !bytes.Equal(cur, jmpBytes(r.At, r.New)) {
@@ -354,32 +520,33 @@ func install(pr *proc.Process, v *view, pl *plan, p *Patch, old *Applied) (a *Ap
 		if d < -1<<31 || d >= 1<<31 {
 			return nil, fmt.Errorf("replacement of %s at %#x is out of jump reach from %#x", f.origName, nw, at)
 		}
-		if err := pr.WriteMem(at, jmpBytes(at, nw)); err != nil {
-			return nil, fmt.Errorf("redirect %s: %w", f.origName, err)
-		}
-		at0, cur0 := at, bytes.Clone(cur)
-		u = append(u, func() error { return pr.WriteMem(at0, cur0) })
-		a.Funcs = append(a.Funcs, Redirect{Name: f.origName, Addr: f.old, Size: f.oldSize, At: at, Orig: orig, New: nw})
-		done[f.old] = true
+		jumps = append(jumps, jump{at: at, cur: cur, jmp: jmpBytes(at, nw),
+			r: Redirect{Name: f.origName, Addr: f.old, Size: f.oldSize, At: at, Orig: orig, New: nw}})
 	}
-	if old != nil {
-		for _, r := range old.Funcs {
-			if done[r.Addr] {
-				continue
+	return jumps, nil
+}
+
+// cleanup undoes u and unmaps [base, base+size) in the current stop, or
+// in a new one if the process is running, and detaches.
+func cleanup(pr *proc.Process, u undo, base, size uint64, ps *pauses) error {
+	return pr.Run(func() error {
+		if !pr.Stopped() {
+			if err := pr.Stop(); err != nil {
+				return fmt.Errorf("stop to clean up: %w", err)
 			}
-			if err := restoreEntry(pr, r, old.Name); err != nil {
-				return nil, err
-			}
-			r := r
-			u = append(u, func() error { return pr.WriteMem(r.At, jmpBytes(r.At, r.New)) })
 		}
-		// Past this point nothing can fail in a way that needs undoing:
-		// the old region is no longer referenced.
-		if err := pr.Munmap(old.Region, old.Size); err != nil {
-			return nil, fmt.Errorf("unmap replaced patch %s: %w", old.Name, err)
+		var errs []error
+		if err := u.run(); err != nil {
+			errs = append(errs, err)
 		}
-	}
-	return a, nil
+		if err := pr.Munmap(base, size); err != nil {
+			errs = append(errs, err)
+		}
+		if err := release(pr, ps); err != nil {
+			errs = append(errs, err)
+		}
+		return errors.Join(errs...)
+	})
 }
 
 func jmpBytes(at, to uint64) []byte {
@@ -469,47 +636,81 @@ func unpatchLocked(s *store, pid int, name string, opts Options) ([]*Result, err
 		spans = append(spans, span{a.Region, a.Region + a.TextEnd, "patch " + a.Name})
 	}
 	defer boost()()
-	pr, attempts, err := stopSafely(pid, spans, opts)
-	if err != nil {
-		return nil, err
+	var ps pauses
+	attempts, committed, err := remove(pid, sel, spans, opts, &ps)
+	if !committed {
+		return nil, fmt.Errorf("pid %d: unpatch (process left unchanged): %w", pid, err)
 	}
-	var u undo
-	var ierr error
-	for _, a := range sel {
-		for _, r := range a.Funcs {
-			if ierr = restoreEntry(pr, r, a.Name); ierr != nil {
-				break
-			}
-			r := r
-			u = append(u, func() error { return pr.WriteMem(r.At, jmpBytes(r.At, r.New)) })
-		}
-		if ierr != nil {
-			break
-		}
-	}
-	if ierr != nil {
-		if uerr := u.run(); uerr != nil {
-			ierr = fmt.Errorf("%w; restoring the process also failed: %w", ierr, uerr)
-		}
-		derr := pr.Detach()
-		return nil, fmt.Errorf("pid %d: unpatch (process left unchanged): %w", pid, errors.Join(ierr, derr))
-	}
-	var merr error
-	for _, a := range sel {
-		if err := pr.Munmap(a.Region, a.Size); err != nil {
-			merr = errors.Join(merr, fmt.Errorf("unmap patch %s: %w", a.Name, err))
-		}
-	}
-	derr := pr.Detach()
-	pause := pr.StoppedFor()
 	rec.Patches = keep
 	serr := s.save(rec)
 	var res []*Result
 	for _, a := range sel {
-		res = append(res, &Result{Pid: pid, Patch: a.Name, Pause: pause, Attempts: attempts, Region: a.Region})
+		res = append(res, &Result{Pid: pid, Patch: a.Name, Pause: ps.longest, Stopped: ps.total, Stops: ps.n, Attempts: attempts, Region: a.Region})
 	}
-	if err := errors.Join(merr, derr, serr); err != nil {
+	if err := errors.Join(err, serr); err != nil {
 		return res, fmt.Errorf("pid %d: unpatched, but: %w", pid, err)
 	}
 	return res, nil
+}
+
+// remove takes the patches sel out of pid in two short stops: the first
+// (repeated until the safety check passes) checks and restores every
+// entry, the second unmaps the regions, which nothing refers to any more.
+// committed reports that the entries were restored; an error then
+// concerns only the unmapping.
+func remove(pid int, sel []Applied, spans []span, opts Options, ps *pauses) (attempts int, committed bool, err error) {
+	pr, err := proc.Attach(pid, proc.AttachOptions{Timeout: opts.AttachTimeout})
+	if err != nil {
+		return 0, false, err
+	}
+	attempts, err = stopSafely(pr, spans, opts, ps, func() error {
+		var u undo
+		for _, a := range sel {
+			for _, r := range a.Funcs {
+				if err := restoreEntry(pr, r, a.Name); err != nil {
+					if uerr := u.run(); uerr != nil {
+						err = fmt.Errorf("%w; restoring the process also failed: %w", err, uerr)
+					}
+					return err
+				}
+				u = append(u, func() error { return pr.WriteMem(r.At, jmpBytes(r.At, r.New)) })
+			}
+		}
+		committed = true
+		if err := pr.Resume(); err != nil {
+			return err
+		}
+		ps.ended(pr)
+		return nil
+	})
+	if err != nil {
+		if committed {
+			return attempts, true, err
+		}
+		return attempts, false, errors.Join(err, release(pr, ps))
+	}
+	err = pr.Run(func() error {
+		if err := pr.Stop(); err != nil {
+			return fmt.Errorf("stop to unmap: %w", err)
+		}
+		var merr error
+		for _, a := range sel {
+			if err := pr.Munmap(a.Region, a.Size); err != nil {
+				merr = errors.Join(merr, fmt.Errorf("unmap patch %s: %w", a.Name, err))
+			}
+		}
+		return errors.Join(merr, release(pr, ps))
+	})
+	return attempts, true, err
+}
+
+// release detaches pr if it is still attached (stopped or running) and
+// records the stop that ends.
+func release(pr *proc.Process, ps *pauses) error {
+	err := pr.Detach()
+	if errors.Is(err, proc.ErrDetached) {
+		return nil // already released after a failure
+	}
+	ps.ended(pr)
+	return err
 }

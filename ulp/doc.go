@@ -23,27 +23,38 @@
 //     groups them), globals of the target, and globals of the other
 //     loaded objects through their dynamic symbol tables, the executable
 //     first, as the dynamic linker's global scope orders them;
-//  3. stop every thread (internal/proc) and check that no thread's
-//     instruction pointer and no return address on its stack lies in a
-//     function about to be replaced (or in code about to be unmapped); if
-//     one does, let the process run briefly and try again, up to a
-//     timeout;
-//  4. map memory within rel32 reach of the target by running mmap inside
-//     the process, lay out text (with a jump stub per far function),
-//     read-only data with GOT-style slots (both mapped r-x), and
-//     writable data (rw-), apply the relocations for that address and
-//     write it;
-//  5. write a 5-byte jmp at each replaced function's entry (after its
-//     endbr64 if it has one, so indirect calls still land on an
-//     endbr64 under CET) and let the process go.
+//  3. stop every thread (internal/proc) just long enough to map memory
+//     within rel32 reach of the target by running mmap inside the
+//     process (and mprotect for writable data), then let it run;
+//  4. with the process running, lay out text (with a jump stub per far
+//     function), read-only data with GOT-style slots (both mapped r-x)
+//     and writable data (rw-), apply the relocations for that address
+//     and write the image: nothing can reach the new code yet;
+//  5. stop every thread again and check that no thread's instruction
+//     pointer and no return address on its stack lies in a function
+//     about to be replaced (or in code about to be unmapped); if one
+//     does, let the process run briefly and try again, up to a timeout;
+//     once it passes, write a 5-byte jmp at each replaced function's
+//     entry (after its endbr64 if it has one, so indirect calls still
+//     land on an endbr64 under CET) and let the process go.
+//
+// Each stop is a single request to the tracer thread (proc.Run), so no
+// stop waits for hand-offs between threads. Result.Pause is the longest
+// single stop (what the target's threads experience), Result.Stopped the
+// sum over all stops.
 //
 // Every step that changed the process is undone, in reverse order, when a
-// later step fails, before the process is released.
+// later step fails, before the process is released: if the check never
+// passes or a step fails, the jumps written so far are restored and the
+// mapped memory is unmapped (in the stop at hand, or in a cleanup stop),
+// so the process is exactly as it was.
 //
 // A newer patch (higher level) for the same build-id replaces the applied
-// one in the same stop. Unpatch restores the saved entry bytes and unmaps
-// the patch. What was written is recorded in a state directory
-// (/run/livefix by default), one file per process, keyed by pid and
-// process start time so that a reused pid is never mistaken for a patched
-// process; records of processes that exited are dropped.
+// one in the commit stop (step 5); the old patch's memory is unmapped in
+// one more stop. Unpatch restores the saved entry bytes in one stop (after
+// the same check) and unmaps the patch in a later one. What was written
+// is recorded in a state directory (/run/livefix by default), one file
+// per process, keyed by pid and process start time so that a reused pid
+// is never mistaken for a patched process; records of processes that
+// exited are dropped.
 package ulp
