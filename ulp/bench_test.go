@@ -14,16 +14,22 @@ import (
 
 // BenchmarkPause applies and removes a one-function patch (value() of
 // testdata/workers) in a target whose N threads call value() in a loop
-// and record the longest gap between two calls. Metrics, medians over
-// the iterations:
+// and record the longest gap between two calls. Apply stops the process
+// more than once (map and fill the memory; safety check and jumps); the
+// pause the target's threads experience is the longest single stop, the
+// cost to the process is the sum. Metrics, medians over the iterations:
 //
-//	tool-pause-µs    first thread stopped to last thread resumed (ulp.Result.Pause)
+//	tool-pause-µs    the longest single stop of one Apply, first thread
+//	                 stopped to last thread resumed (ulp.Result.Pause)
+//	total-stopped-µs all stops of one Apply added up (ulp.Result.Stopped)
+//	stops            stops per Apply (ulp.Result.Stops)
 //	target-gap-µs    the longest gap any thread saw while the patch was applied
 //	baseline-gap-µs  the longest gap over an equally long window without patching
 //	gap-ratio        target-gap / baseline-gap
 //	attach-pause-µs  the pause of a bare proc.Attach + Detach of the same
 //	                 target (the floor any ptrace-based patcher pays)
 //	pause-ratio      tool-pause / attach-pause
+//	stopped-ratio    total-stopped / attach-pause
 func BenchmarkPause(b *testing.B) {
 	requireHost(b)
 	work := b.TempDir()
@@ -33,7 +39,8 @@ func BenchmarkPause(b *testing.B) {
 			tg := start(b, nil, res.OrigTarget, "gap", strconv.Itoa(threads))
 			opts := ulp.Options{StateDir: b.TempDir()}
 			time.Sleep(50 * time.Millisecond)
-			var pauses, gaps, base, bare []time.Duration
+			var pauses, totals, gaps, base, bare []time.Duration
+			stops := 0
 			for i := 0; i < b.N; i++ {
 				tg.ask("z")
 				t0 := time.Now()
@@ -45,6 +52,8 @@ func BenchmarkPause(b *testing.B) {
 				time.Sleep(time.Millisecond) // every thread makes a call after the pause
 				gaps = append(gaps, gapOf(b, tg))
 				pauses = append(pauses, r.Pause)
+				totals = append(totals, r.Stopped)
+				stops += r.Stops
 				b.StopTimer()
 				if _, err := ulp.Unpatch(tg.pid, "", opts); err != nil {
 					b.Fatal(err)
@@ -64,8 +73,10 @@ func BenchmarkPause(b *testing.B) {
 				bare = append(bare, pr.StoppedFor())
 				b.StartTimer()
 			}
-			mp, mg, mb := med(pauses), med(gaps), med(base)
+			mp, mt, mg, mb := med(pauses), med(totals), med(gaps), med(base)
 			b.ReportMetric(float64(mp.Microseconds()), "tool-pause-µs")
+			b.ReportMetric(float64(mt.Microseconds()), "total-stopped-µs")
+			b.ReportMetric(float64(stops)/float64(b.N), "stops")
 			b.ReportMetric(float64(mg.Microseconds()), "target-gap-µs")
 			b.ReportMetric(float64(mb.Microseconds()), "baseline-gap-µs")
 			if mb > 0 {
@@ -75,6 +86,7 @@ func BenchmarkPause(b *testing.B) {
 			b.ReportMetric(float64(ma.Microseconds()), "attach-pause-µs")
 			if ma > 0 {
 				b.ReportMetric(float64(mp)/float64(ma), "pause-ratio")
+				b.ReportMetric(float64(mt)/float64(ma), "stopped-ratio")
 			}
 		})
 	}
@@ -107,7 +119,7 @@ func BenchmarkAll100(b *testing.B) {
 		start(b, []string{"LD_LIBRARY_PATH=" + dir}, filepath.Join(dir, "app"))
 	}
 	opts := ulp.Options{StateDir: b.TempDir()}
-	var pauses []time.Duration
+	var pauses, totals []time.Duration
 	var unpatch time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -120,6 +132,7 @@ func BenchmarkAll100(b *testing.B) {
 				b.Fatal(errs[j])
 			}
 			pauses = append(pauses, rs[j].Pause)
+			totals = append(totals, rs[j].Stopped)
 		}
 		b.StopTimer()
 		t0 := time.Now()
@@ -130,6 +143,7 @@ func BenchmarkAll100(b *testing.B) {
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(med(pauses).Microseconds()), "median-pause-µs")
+	b.ReportMetric(float64(med(totals).Microseconds()), "median-stopped-µs")
 	b.ReportMetric(float64(unpatch.Milliseconds())/float64(b.N), "unpatch-all-ms")
 }
 
