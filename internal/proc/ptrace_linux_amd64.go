@@ -135,6 +135,16 @@ func unwatchSIGCHLD(c chan struct{}) {
 // Attach seizes every thread of pid and stops them all. On any failure
 // nothing stays attached or stopped.
 func Attach(pid int, opts AttachOptions) (*Process, error) {
+	return AttachRun(pid, opts, nil)
+}
+
+// AttachRun is Attach followed by f in the same request to the tracer
+// thread (see Run), so that the work of the first stop costs no hand-off
+// between threads. If the attach fails, f is not called and nothing stays
+// attached. If f fails, its error is returned together with the Process,
+// left as f left it (stopped, running or detached), for the caller to
+// clean up.
+func AttachRun(pid int, opts AttachOptions, f func(*Process) error) (*Process, error) {
 	if pid <= 0 {
 		return nil, fmt.Errorf("attach to pid %d: %w", pid, ErrNoProcess)
 	}
@@ -153,12 +163,22 @@ func Attach(pid int, opts AttachOptions) (*Process, error) {
 		zombies: map[int]bool{},
 	}
 	go p.loop()
-	if err := p.do(p.attach); err != nil {
+	var ferr error
+	err := p.do(func() error {
+		if err := p.attach(); err != nil {
+			return err
+		}
+		if f != nil {
+			ferr = f(p)
+		}
+		return nil
+	})
+	if err != nil {
 		p.do(func() error { p.release(); return nil })
 		<-p.done
 		return nil, err
 	}
-	return p, nil
+	return p, ferr
 }
 
 // loop is the ptrace worker. It locks itself to its OS thread, the tracer
