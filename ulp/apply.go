@@ -169,6 +169,7 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 		}
 	}
 	defer boost()()
+	defer quietGC()()
 	var ps pauses
 	a, attempts, err := install(pid, v, pl, p, old, spans, opts, &ps)
 	if a == nil {
@@ -190,12 +191,13 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 	return res, err
 }
 
-// stopSafely stops pr (attached, stopped or running) at a moment when no
-// thread is in spans and calls commit in that same stop, retrying until
-// the timeout; it returns the number of safety-check stops. commit must
-// end the stop (Resume or Detach). Each stop is one proc.Run: stopping,
-// reading every thread's registers and stack, the check and commit run
-// on the tracer thread without a hand-off between threads. On ErrBusy,
+// stopSafely stops the process at a moment when no thread is in spans
+// and calls commit in that same stop, retrying until the timeout; it
+// returns the number of safety-check stops. commit must end the stop
+// (Resume or Detach). Each stop is one call of in, which runs its
+// argument on the tracer thread (proc.Run, or proc.AttachRun for a first
+// stop that attaches), so stopping, reading every thread's registers and
+// stack, the check and commit run without a hand-off between threads. On ErrBusy,
 // and when commit fails, the process is left stopped, so that the caller
 // can clean up in the same stop; after other errors it may have been
 // detached.
@@ -205,7 +207,7 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 // short function leaves it at once. If a few nudges do not help (a
 // thread is parked there), the whole process runs for a while before the
 // next stop, so that it never stays stopped for long.
-func stopSafely(pr *proc.Process, spans []span, opts Options, ps *pauses, commit func() error) (int, error) {
+func stopSafely(in func(stop func(*proc.Process) error) error, spans []span, opts Options, ps *pauses, commit func() error) (int, error) {
 	sort.Slice(spans, func(i, j int) bool { return spans[i].lo < spans[j].lo })
 	const nudges = 8
 	deadline := time.Now().Add(opts.timeout())
@@ -213,7 +215,7 @@ func stopSafely(pr *proc.Process, spans []span, opts Options, ps *pauses, commit
 	stops := 0
 	for {
 		safe := false
-		err := pr.Run(func() error {
+		err := in(func(pr *proc.Process) error {
 			var stacks []proc.ThreadStack
 			var err error
 			if pr.Stopped() {
@@ -348,18 +350,14 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, o
 	if err != nil {
 		return nil, 0, fail(err)
 	}
-	pr, err := proc.Attach(pid, proc.AttachOptions{Timeout: opts.AttachTimeout})
-	if err != nil {
-		return nil, 0, fail(err)
-	}
-	// Stop 1. Each injected syscall costs a single-step inside the
-	// pause, so the region is mapped read+execute at once (writes go
-	// through /proc/PID/mem, which may write read-only mappings of a
-	// traced process) and only a writable data part needs an mprotect.
-	// The read-only data and slots thus share the r-x protection of the
-	// code.
+	// Stop 1, in the same request to the tracer thread as the attach.
+	// Each injected syscall costs a single-step inside the pause, so the
+	// region is mapped read+execute at once (writes go through
+	// /proc/PID/mem, which may write read-only mappings of a traced
+	// process) and only a writable data part needs an mprotect. The
+	// read-only data and slots thus share the r-x protection of the code.
 	var base uint64
-	err = pr.Run(func() error {
+	pr, err := proc.AttachRun(pid, proc.AttachOptions{Timeout: opts.AttachTimeout}, func(pr *proc.Process) error {
 		var err error
 		base, err = pr.MmapNearIn(maps, v.target.Start(), v.target.End(), pl.size, unix.PROT_READ|unix.PROT_EXEC)
 		if err != nil {
@@ -376,6 +374,9 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, o
 		ps.ended(pr)
 		return nil
 	})
+	if pr == nil {
+		return nil, 0, fail(err)
+	}
 	if err != nil && base == 0 {
 		return nil, 0, fail(errors.Join(err, release(pr, ps)))
 	}
@@ -422,7 +423,10 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, o
 	}
 
 	// Stop 2, repeated until the check passes: the commit.
-	attempts, err = stopSafely(pr, spans, opts, ps, func() error {
+	in := func(stop func(*proc.Process) error) error {
+		return pr.Run(func() error { return stop(pr) })
+	}
+	attempts, err = stopSafely(in, spans, opts, ps, func() error {
 		var cur [5]byte
 		for _, j := range jumps {
 			if err := pr.ReadMem(j.at, cur[:]); err != nil {
@@ -636,6 +640,7 @@ func unpatchLocked(s *store, pid int, name string, opts Options) ([]*Result, err
 		spans = append(spans, span{a.Region, a.Region + a.TextEnd, "patch " + a.Name})
 	}
 	defer boost()()
+	defer quietGC()()
 	var ps pauses
 	attempts, committed, err := remove(pid, sel, spans, opts, &ps)
 	if !committed {
@@ -659,11 +664,19 @@ func unpatchLocked(s *store, pid int, name string, opts Options) ([]*Result, err
 // committed reports that the entries were restored; an error then
 // concerns only the unmapping.
 func remove(pid int, sel []Applied, spans []span, opts Options, ps *pauses) (attempts int, committed bool, err error) {
-	pr, err := proc.Attach(pid, proc.AttachOptions{Timeout: opts.AttachTimeout})
-	if err != nil {
-		return 0, false, err
+	// The first stop is the attach itself.
+	var pr *proc.Process
+	in := func(stop func(*proc.Process) error) error {
+		if pr != nil {
+			return pr.Run(func() error { return stop(pr) })
+		}
+		_, err := proc.AttachRun(pid, proc.AttachOptions{Timeout: opts.AttachTimeout}, func(p *proc.Process) error {
+			pr = p // commit below uses it
+			return stop(p)
+		})
+		return err
 	}
-	attempts, err = stopSafely(pr, spans, opts, ps, func() error {
+	attempts, err = stopSafely(in, spans, opts, ps, func() error {
 		var u undo
 		for _, a := range sel {
 			for _, r := range a.Funcs {
@@ -684,8 +697,8 @@ func remove(pid int, sel []Applied, spans []span, opts Options, ps *pauses) (att
 		return nil
 	})
 	if err != nil {
-		if committed {
-			return attempts, true, err
+		if committed || pr == nil {
+			return attempts, committed, err
 		}
 		return attempts, false, errors.Join(err, release(pr, ps))
 	}

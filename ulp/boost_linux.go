@@ -2,6 +2,7 @@ package ulp
 
 import (
 	"runtime"
+	"runtime/debug"
 
 	"golang.org/x/sys/unix"
 )
@@ -24,4 +25,15 @@ func boost() func() {
 		unix.Setpriority(unix.PRIO_PROCESS, tid, 20-old)
 		runtime.UnlockOSThread()
 	}
+}
+
+// quietGC keeps the garbage collector from running until the returned
+// function is called. Loading a patch and the target's symbols allocates
+// a lot just before the first stop; a collection then running in the
+// background would compete with the tracer inside the pause. Disabling
+// the collector first waits for a cycle in progress to finish, outside
+// any stop; the stops themselves allocate little.
+func quietGC() func() {
+	old := debug.SetGCPercent(-1)
+	return func() { debug.SetGCPercent(old) }
 }
