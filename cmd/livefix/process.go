@@ -67,7 +67,9 @@ type processResult struct {
 	Pid      int     `json:"pid"`
 	Patch    string  `json:"patch,omitempty"`
 	Replaced string  `json:"replaced,omitempty"`
-	PauseMS  float64 `json:"pause_ms,omitempty"`
+	PauseMS  float64 `json:"pause_ms,omitempty"`   // the longest single stop
+	TotalMS  float64 `json:"stopped_ms,omitempty"` // all stops added up
+	Stops    int     `json:"stops,omitempty"`
 	Attempts int     `json:"attempts,omitempty"`
 	Error    string  `json:"error,omitempty"`
 }
@@ -106,6 +108,8 @@ func processChange(sub string, args []string, stdout, stderr io.Writer) int {
 		if r != nil {
 			pr.Patch, pr.Replaced, pr.Attempts = r.Patch, r.Replaced, r.Attempts
 			pr.PauseMS = float64(r.Pause) / float64(time.Millisecond)
+			pr.TotalMS = float64(r.Stopped) / float64(time.Millisecond)
+			pr.Stops = r.Stops
 		}
 		if err != nil {
 			pr.Error = err.Error()
@@ -205,7 +209,10 @@ func printResults(stdout, stderr io.Writer, sub string, results []processResult,
 		if r.Replaced != "" {
 			extra = " (replacing " + r.Replaced + ")"
 		}
-		fmt.Fprintf(stdout, "pid %d: %s %s%s, stopped %.3f ms", r.Pid, verb, r.Patch, extra, r.PauseMS)
+		fmt.Fprintf(stdout, "pid %d: %s %s%s, longest stop %.3f ms", r.Pid, verb, r.Patch, extra, r.PauseMS)
+		if r.Stops > 1 {
+			fmt.Fprintf(stdout, " (%d stops, %.3f ms in all)", r.Stops, r.TotalMS)
+		}
 		if r.Attempts > 1 {
 			fmt.Fprintf(stdout, " (%d attempts)", r.Attempts)
 		}
