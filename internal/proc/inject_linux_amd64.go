@@ -93,68 +93,48 @@ func checkRange(addr uint64, n int) error {
 // ReadMem reads len(b) bytes at addr through /proc/PID/mem, falling back to
 // PTRACE_PEEKDATA if that fails.
 func (p *Process) ReadMem(addr uint64, b []byte) error {
-	if len(b) == 0 {
-		return nil
-	}
-	if err := checkRange(addr, len(b)); err != nil {
-		return fmt.Errorf("read memory: %w", err)
-	}
-	_, err := p.mem.ReadAt(b, int64(addr))
-	if err == nil {
-		return nil
-	}
-	if p.isDetached() {
-		return fmt.Errorf("read memory of pid %d: %w", p.pid, ErrDetached)
-	}
-	perr := p.do(func() error {
-		t, err := p.syscallThread()
-		if err != nil {
-			return err
-		}
-		n, err := unix.PtracePeekData(t.tid, uintptr(addr), b)
-		if err == nil && n != len(b) {
-			err = io.ErrUnexpectedEOF
-		}
-		return err
-	})
-	if perr == nil {
-		return nil
-	}
-	return fmt.Errorf("read %d bytes at %#x in pid %d: %w", len(b), addr, p.pid, err)
+	return p.memIO("read", addr, b, p.mem.ReadAt, unix.PtracePeekData, io.ErrUnexpectedEOF)
 }
 
 // WriteMem writes b at addr through /proc/PID/mem, which also works on
 // read-only (e.g. text) mappings while attached; it falls back to
 // PTRACE_POKEDATA if that fails (e.g. proc_mem.force_override=never).
 func (p *Process) WriteMem(addr uint64, b []byte) error {
+	return p.memIO("write", addr, b, p.mem.WriteAt, unix.PtracePokeData, io.ErrShortWrite)
+}
+
+// memIO moves b to or from the target's memory: through /proc/PID/mem,
+// else word by word with ptrace from the tracer thread.
+func (p *Process) memIO(what string, addr uint64, b []byte,
+	file func([]byte, int64) (int, error), word func(int, uintptr, []byte) (int, error), short error) error {
 	if len(b) == 0 {
 		return nil
 	}
 	if err := checkRange(addr, len(b)); err != nil {
-		return fmt.Errorf("write memory: %w", err)
+		return fmt.Errorf("%s memory: %w", what, err)
 	}
-	_, err := p.mem.WriteAt(b, int64(addr))
+	_, err := file(b, int64(addr))
 	if err == nil {
 		return nil
 	}
 	if p.isDetached() {
-		return fmt.Errorf("write memory of pid %d: %w", p.pid, ErrDetached)
+		return fmt.Errorf("%s memory of pid %d: %w", what, p.pid, ErrDetached)
 	}
 	perr := p.do(func() error {
 		t, err := p.syscallThread()
 		if err != nil {
 			return err
 		}
-		n, err := unix.PtracePokeData(t.tid, uintptr(addr), b)
+		n, err := word(t.tid, uintptr(addr), b)
 		if err == nil && n != len(b) {
-			err = io.ErrShortWrite
+			err = short
 		}
 		return err
 	})
 	if perr == nil {
 		return nil
 	}
-	return fmt.Errorf("write %d bytes at %#x in pid %d: %w", len(b), addr, p.pid, err)
+	return fmt.Errorf("%s %d bytes at %#x in pid %d: %w (ptrace fallback: %v)", what, len(b), addr, p.pid, err, perr)
 }
 
 func (p *Process) isDetached() bool {
