@@ -63,6 +63,27 @@ func diffFiles(t testing.TB, orig, patched string) (*Result, *elfobj.File, *elfo
 	return res, a, b
 }
 
+// golden returns the expected change set stored at path, first
+// rewriting it from res when -update is given.
+func golden(t *testing.T, path string, res *Result) expectation {
+	t.Helper()
+	if *update {
+		b, _ := json.MarshalIndent(expectation{res.ChangeSet, exitCode(res)}, "", "  ")
+		if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want expectation
+	if err := json.Unmarshal(b, &want); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return want
+}
+
 func exitCode(res *Result) int {
 	switch {
 	case len(res.Refused) > 0:
@@ -87,21 +108,7 @@ func TestCorpus(t *testing.T) {
 		t.Run(filepath.Base(dir), func(t *testing.T) {
 			orig, patched := compileCase(t, dir)
 			res, a, _ := diffFiles(t, orig, patched)
-			golden := filepath.Join(dir, "expect.json")
-			if *update {
-				b, _ := json.MarshalIndent(expectation{res.ChangeSet, exitCode(res)}, "", "  ")
-				if err := os.WriteFile(golden, append(b, '\n'), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			b, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var want expectation
-			if err := json.Unmarshal(b, &want); err != nil {
-				t.Fatalf("%s: %v", golden, err)
-			}
+			want := golden(t, filepath.Join(dir, "expect.json"), res)
 			got := res.ChangeSet
 			check := func(what string, g, w []string) {
 				if !slices.Equal(g, w) {

@@ -2,7 +2,6 @@ package objdiff
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -84,21 +83,7 @@ func TestKernelObjects(t *testing.T) {
 		t.Run(strings.TrimSuffix(name, ".patch"), func(t *testing.T) {
 			pair := buildKernelPair(t, name)
 			res, orig, _ := diffFiles(t, pair.Orig, pair.Patched)
-			golden := strings.TrimSuffix(p, ".patch") + ".json"
-			if *update {
-				b, _ := json.MarshalIndent(expectation{res.ChangeSet, exitCode(res)}, "", "  ")
-				if err := os.WriteFile(golden, append(b, '\n'), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			b, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var want expectation
-			if err := json.Unmarshal(b, &want); err != nil {
-				t.Fatal(err)
-			}
+			want := golden(t, strings.TrimSuffix(p, ".patch")+".json", res)
 			got := res.ChangeSet
 			if !slices.Equal(got.Changed, want.Changed) || !slices.Equal(got.New, want.New) ||
 				!slices.Equal(got.NewData, want.NewData) || got.NoFunctionalChange != want.NoFunctionalChange ||
