@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -76,7 +75,7 @@ func ParseKallsyms(r io.Reader) (*Symbols, error) {
 // .zst, .gz compressed), keeping the symbols the kernel's module kallsyms
 // keeps (defined in an allocated, non-init section), in table order.
 func ModuleSymbols(ctx context.Context, object, path string) (*Symbols, error) {
-	data, err := readMaybeCompressed(ctx, path)
+	data, err := kbuild.ReadModule(ctx, path)
 	if err != nil {
 		return nil, fmt.Errorf("module %s symbols: %w", object, err)
 	}
@@ -97,34 +96,6 @@ func ModuleSymbols(ctx context.Context, object, path string) (*Symbols, error) {
 		s.add(sym.Name, sym.Bind != elf.STB_LOCAL, file)
 	}
 	return s, nil
-}
-
-func readMaybeCompressed(ctx context.Context, path string) ([]byte, error) {
-	var tool string
-	switch {
-	case strings.HasSuffix(path, ".xz"):
-		tool = "xz"
-	case strings.HasSuffix(path, ".zst"):
-		tool = "zstd"
-	case strings.HasSuffix(path, ".gz"):
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		return io.ReadAll(zr)
-	default:
-		return os.ReadFile(path)
-	}
-	out, err := exec.CommandContext(ctx, tool, "-dc", path).Output()
-	if err != nil {
-		return nil, fmt.Errorf("decompress %s with %s: %w", path, tool, err)
-	}
-	return out, nil
 }
 
 // SymposError reports a symbol whose position cannot be decided.

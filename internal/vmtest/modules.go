@@ -2,16 +2,15 @@ package vmtest
 
 import (
 	"bufio"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/livefix/livefix/internal/kbuild"
 )
 
 // moduleName turns a module file name or a user's spelling into the name
@@ -105,7 +104,7 @@ func addModules(ctx context.Context, a *archive, release string, names []string)
 	}
 	var list strings.Builder
 	for _, rel := range order {
-		data, err := readModule(ctx, filepath.Join(dir, rel))
+		data, err := kbuild.ReadModule(ctx, filepath.Join(dir, rel))
 		if err != nil {
 			return fmt.Errorf("vm: %w", err)
 		}
@@ -123,41 +122,4 @@ func addModules(ctx context.Context, a *archive, release string, names []string)
 		return fmt.Errorf("vm: %w", err)
 	}
 	return nil
-}
-
-// readModule returns a module file's contents, decompressed.
-func readModule(ctx context.Context, p string) ([]byte, error) {
-	switch {
-	case strings.HasSuffix(p, ".ko"):
-		return os.ReadFile(p)
-	case strings.HasSuffix(p, ".ko.gz"):
-		f, err := os.Open(p)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			return nil, fmt.Errorf("decompress %s: %w", p, err)
-		}
-		data, err := io.ReadAll(zr)
-		if err != nil {
-			return nil, fmt.Errorf("decompress %s: %w", p, err)
-		}
-		return data, nil
-	case strings.HasSuffix(p, ".ko.xz"), strings.HasSuffix(p, ".ko.zst"):
-		tool := "xz"
-		if strings.HasSuffix(p, ".zst") {
-			tool = "zstd"
-		}
-		var stderr bytes.Buffer
-		cmd := exec.CommandContext(ctx, tool, "-dc", p)
-		cmd.Stderr = &stderr
-		data, err := cmd.Output()
-		if err != nil {
-			return nil, fmt.Errorf("decompress %s with %s: %w: %s", p, tool, err, strings.TrimSpace(stderr.String()))
-		}
-		return data, nil
-	}
-	return nil, fmt.Errorf("module %s: unknown file type", p)
 }

@@ -2,10 +2,7 @@ package vmtest
 
 import (
 	"bytes"
-	"compress/gzip"
-	"context"
 	"encoding/hex"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -141,21 +138,6 @@ kernel/drivers/x/intel-uncore.ko.xz:
 	}
 	if _, err := loadOrder(mods, []string{"nosuchmod"}); err == nil || !strings.Contains(err.Error(), "nosuchmod") {
 		t.Errorf("unknown module: %v", err)
-	}
-}
-
-func TestReadModuleGzip(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "m.ko.gz")
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	zw.Write([]byte("\x7fELF module"))
-	zw.Close()
-	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	got, err := readModule(context.Background(), p)
-	if err != nil || string(got) != "\x7fELF module" {
-		t.Errorf("readModule = %q, %v", got, err)
 	}
 }
 
