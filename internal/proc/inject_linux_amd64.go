@@ -630,7 +630,7 @@ func (p *Process) Munmap(addr, size uint64) error {
 	if addr%pageSize != 0 || size == 0 {
 		return fmt.Errorf("munmap %#x+%d: address must be page aligned and size non-zero", addr, size)
 	}
-	_, err := p.addrSpaceSyscall(unix.SYS_MUNMAP, addr, size)
+	_, err := p.Syscall(unix.SYS_MUNMAP, addr, size)
 	if err != nil {
 		return fmt.Errorf("munmap %#x+%d in pid %d: %w", addr, size, p.pid, err)
 	}
@@ -642,23 +642,9 @@ func (p *Process) Mprotect(addr, size uint64, prot int) error {
 	if addr%pageSize != 0 || size == 0 {
 		return fmt.Errorf("mprotect %#x+%d: address must be page aligned and size non-zero", addr, size)
 	}
-	_, err := p.addrSpaceSyscall(unix.SYS_MPROTECT, addr, size, uint64(prot))
+	_, err := p.Syscall(unix.SYS_MPROTECT, addr, size, uint64(prot))
 	if err != nil {
 		return fmt.Errorf("mprotect %#x+%d in pid %d: %w", addr, size, p.pid, err)
 	}
 	return nil
-}
-
-func (p *Process) addrSpaceSyscall(nr uintptr, args ...uint64) (uint64, error) {
-	var ret uint64
-	err := p.do(func() error {
-		t, err := p.syscallThread()
-		if err != nil {
-			return err
-		}
-		ret, err = p.syscall(t, nr, args...)
-		p.mapsCache = nil
-		return err
-	})
-	return ret, err
 }
