@@ -40,10 +40,15 @@ func suffixNumber(name string) int {
 	return -1
 }
 
-// correlate pairs the entities of the two objects.
+// correlate pairs the entities of the two objects. Functions go first,
+// so that data can be told apart by the (correlated) functions using it.
 func (d *differ) correlate() {
 	d.pair(d.orig.funcs, d.patched.funcs, nil)
-	d.pair(d.orig.data, d.patched.data, func(e *entity) string { return d.owners(e) })
+	owners := d.ownerIndex(d.orig)
+	for e, names := range d.ownerIndex(d.patched) {
+		owners[e] = names
+	}
+	d.pair(d.orig.data, d.patched.data, func(e *entity) string { return owners[e] })
 }
 
 func link(a, b *entity) { a.twin, b.twin = b, a }
@@ -111,13 +116,15 @@ func (d *differ) pair(orig, patched []*entity, owner func(*entity) string) {
 }
 
 // matchBy links unpaired entities whose key is equal and unique on both
-// sides.
+// sides. Each key is computed once.
 func matchBy(as, bs []*entity, key func(*entity) string) {
+	keys := make(map[*entity]string)
 	count := func(es []*entity) map[string][]*entity {
 		m := make(map[string][]*entity)
 		for _, e := range es {
 			if e.twin == nil {
 				k := key(e)
+				keys[e] = k
 				m[k] = append(m[k], e)
 			}
 		}
@@ -128,8 +135,7 @@ func matchBy(as, bs []*entity, key func(*entity) string) {
 		if b.twin != nil {
 			continue
 		}
-		k := key(b)
-		if x, y := am[k], bm[k]; len(x) == 1 && len(y) == 1 {
+		if x, y := am[keys[b]], bm[keys[b]]; len(x) == 1 && len(y) == 1 {
 			link(x[0], y[0])
 		}
 	}
@@ -145,20 +151,27 @@ func unpaired(es []*entity) []*entity {
 	return out
 }
 
-// owners names, in the original object's terms, the functions whose
-// code refers to a data entity.
-func (d *differ) owners(e *entity) string {
-	var names []string
-	for _, f := range e.obj.funcs {
+// ownerIndex names, for each data entity of o, the functions whose code
+// refers to it, in the original object's terms, in one pass over the
+// functions' relocations.
+func (d *differ) ownerIndex(o *object) map[*entity]string {
+	sets := make(map[*entity][]string)
+	for _, f := range o.funcs {
+		name := d.stableName(f)
 		for _, r := range f.relocs {
-			if t := e.obj.resolve(f.sec, r); t.kind == refEntity && t.ent == e {
-				names = append(names, d.stableName(f))
-				break
+			if t := o.resolve(f.sec, r); t.kind == refEntity && !t.ent.isFunc {
+				if n := sets[t.ent]; len(n) == 0 || n[len(n)-1] != name {
+					sets[t.ent] = append(n, name)
+				}
 			}
 		}
 	}
-	slices.Sort(names)
-	return strings.Join(slices.Compact(names), ",")
+	index := make(map[*entity]string, len(sets))
+	for e, names := range sets {
+		slices.Sort(names)
+		index[e] = strings.Join(slices.Compact(names), ",")
+	}
+	return index
 }
 
 // stableName is the name of an entity in the original object's terms:
