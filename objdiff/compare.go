@@ -114,17 +114,19 @@ func shortKey(k string) string {
 	return k
 }
 
-// lineFuncs take the caller's __LINE__ as an argument; an immediate
-// passed to them can change with a patch that only moves lines.
+// lineFuncs take the caller's __LINE__ as their second argument (%esi);
+// that immediate can change with a patch that only moves lines. Functions
+// that merely print (printk, __warn_printk) are not here: a changed
+// immediate passed to them changes what they print.
 var lineFuncs = map[string]bool{
 	"__might_sleep": true, "__might_resched": true, "__might_fault": true,
 	"__cant_sleep": true, "__cant_migrate": true, "___might_sleep": true,
-	"lockdep_rcu_suspicious": true, "__warn_printk": true,
+	"lockdep_rcu_suspicious": true,
 }
 
 // lineOnly reports whether two functions with identical relocations
-// differ only in immediates that load a line number for a call to one of
-// lineFuncs.
+// differ only in immediates loaded into %esi, the line argument, for a
+// call to one of lineFuncs.
 func (d *differ) lineOnly(a, b *entity) bool {
 	ca, cb := a.content(), b.content()
 	if len(ca) != len(cb) || !isCode(a.sec) {
@@ -156,7 +158,8 @@ func (d *differ) lineOnly(a, b *entity) bool {
 		if bytes.Equal(ca[x.off:x.off+uint64(x.in.Len)], cb[y.off:y.off+uint64(y.in.Len)]) {
 			continue
 		}
-		if !immMov(x.in) || !immMov(y.in) || x.in.Op != y.in.Op || x.in.Args[0] != y.in.Args[0] {
+		if !immMov(x.in) || !immMov(y.in) || x.in.Op != y.in.Op || x.in.Args[0] != y.in.Args[0] ||
+			x.in.Args[0] != x86asm.ESI && x.in.Args[0] != x86asm.RSI {
 			return false
 		}
 		if !callsLineFunc(b, ib[i+1:]) {
