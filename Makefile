@@ -26,9 +26,11 @@ lint:
 	$(GO) tool staticcheck ./...
 
 # LIVEFIX_REQUIRE_VM=1 turns "no kernel/qemu" skips into failures, so CI
-# can never pass by silently skipping the kernel tests.
+# can never pass by silently skipping the kernel tests. -count=1: the
+# end-to-end tests build the programs in a subprocess, which Go's test
+# cache cannot see, so a cached pass could hide a change.
 test: setup lint
-	LIVEFIX_REQUIRE_VM=1 $(GO) test -timeout 35m ./...
+	LIVEFIX_REQUIRE_VM=1 $(GO) test -count=1 -timeout 35m ./...
 
 demo: setup build
 	bash scripts/demo.sh
