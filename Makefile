@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: all setup build lint test demo bench clean
+.PHONY: all setup build lint test demo bench clean deb
 
 all: build
 
@@ -38,5 +38,11 @@ demo: setup build
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+# Debian packages livefix, livefix-build and livefix-server into dist/
+# (docs/packaging.md). The version comes from git describe unless
+# VERSION=... is given.
+deb:
+	$(GO) run ./packaging/mkdeb -o dist $(if $(VERSION),-version '$(VERSION)')
+
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) dist

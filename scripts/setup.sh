@@ -14,6 +14,8 @@ packages=(
 	qemu-system-x86 linux-image-amd64 linux-headers-amd64 linux-source-6.1
 	busybox-static cpio kmod flex bison bc libssl-dev libelf-dev dwarves
 	rsync xz-utils gcc make binutils patch
+	# Debian package checks (packaging/ tests): lintian, man pages, systemd-analyze verify
+	lintian man-db systemd
 )
 
 [[ -r /etc/debian_version ]] || die "this script supports Debian 12 only (no /etc/debian_version)"

@@ -23,6 +23,10 @@ commands:
 Run 'livefix-build COMMAND --help' for a command's options.
 `
 
+// version is set at build time with -ldflags "-X main.version=..."
+// (make deb does; see packaging/).
+var version = "dev"
+
 // Exit codes shared by the subcommands.
 const (
 	exitOK       = 0
@@ -45,6 +49,8 @@ func main() {
 		code = runUser(args, os.Stdout, os.Stderr)
 	case "kernel":
 		code = runKernel(args, os.Stdout, os.Stderr)
+	case "--version":
+		fmt.Println("livefix-build", version)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:

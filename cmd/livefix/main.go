@@ -25,6 +25,10 @@ commands:
         (run 'livefix process --help')
 `
 
+// version is set at build time with -ldflags "-X main.version=..."
+// (make deb does; see packaging/).
+var version = "dev"
+
 // Exit codes shared by the subcommands.
 const (
 	exitOK       = 0
@@ -44,6 +48,8 @@ func main() {
 		code = runKernel(args, os.Stdout, os.Stderr)
 	case "process":
 		code = runProcess(args, os.Stdout, os.Stderr)
+	case "--version":
+		fmt.Println("livefix", version)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:
