@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/BurntSushi/toml"
+
 	"github.com/livefix/livefix/internal/clidoc"
 )
 
@@ -351,4 +353,21 @@ func runStdin(stdin []byte, name string, args ...string) (string, error) {
 	cmd.Stdin = bytes.NewReader(stdin)
 	out, err := cmd.Output()
 	return string(out), err
+}
+
+// TestConffile: the shipped livefix.conf is TOML holding only
+// "enabled = true" as a setting.
+func TestConffile(t *testing.T) {
+	_, root := debs(t)
+	var conf struct{ Enabled *bool }
+	md, err := toml.DecodeFile(filepath.Join(root, "etc/livefix/livefix.conf"), &conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conf.Enabled == nil || !*conf.Enabled {
+		t.Errorf("livefix.conf: enabled = %v, want true", conf.Enabled)
+	}
+	if keys := md.Keys(); len(keys) != 1 {
+		t.Errorf("livefix.conf sets %v; livefix rejects unknown keys, so it must hold only enabled", keys)
+	}
 }

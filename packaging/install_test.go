@@ -85,6 +85,20 @@ func TestDpkgInstall(t *testing.T) {
 		t.Errorf("man -w livefix = %q, %v", out, err)
 	}
 
+	// An upgrade (here: the same version again) keeps the
+	// administrator's choice: a disabled livefix.service stays disabled.
+	wants := "/etc/systemd/system/sysinit.target.wants/livefix.service"
+	if err := os.Remove(wants); err != nil { // what systemctl disable does
+		t.Fatal(err)
+	}
+	dpkg(t, "-i", pkgs["livefix"].Path)
+	if _, err := os.Lstat(wants); err == nil {
+		t.Error("reinstalling enabled livefix.service again after the administrator disabled it")
+	}
+	if st := status(t, "livefix"); st != "ii "+testVersion {
+		t.Fatalf("after the second dpkg -i: livefix status %q", st)
+	}
+
 	// dpkg -r: everything but the conffile goes.
 	dpkg(t, "-r", "livefix")
 	if st := status(t, "livefix"); st != "rc "+testVersion {
