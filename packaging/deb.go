@@ -40,6 +40,7 @@ type pkg struct {
 	summary    string // the NAME line and the control file's short description
 	long       string // the control file's long description
 	seeAlso    []string
+	files      []clidoc.File // the man page's FILES section
 	depends    []string
 	recommends []string
 	suggests   []string
@@ -58,7 +59,13 @@ processes and shared libraries through ptrace. The applied kernel patch
 level is recorded in /var/lib/livefix and re-applied early at boot by
 livefix.service; livefix-agent.service fetches new patches from a signed
 livefix-server repository.`,
-		seeAlso:   []string{"livefix-build(1)", "livefix-server(8)", "systemctl(1)"},
+		seeAlso: []string{"livefix-build(1)", "livefix-server(8)", "systemctl(1)"},
+		files: []clidoc.File{
+			{Path: "/etc/livefix/livefix.conf", Desc: "configuration (TOML); enabled = false turns the boot re-apply off"},
+			{Path: "/var/lib/livefix", Desc: "the recorded kernel patch levels and their module copies (removed by dpkg --purge)"},
+			{Path: "/lib/systemd/system/livefix.service", Desc: "runs livefix boot early at boot, before the network is configured"},
+			{Path: "/lib/systemd/system/livefix-agent.service", Desc: "runs livefix daemon; enable it after livefix register"},
+		},
 		units:     []string{"livefix.service", "livefix-agent.service"},
 		conffiles: map[string]string{"livefix.conf": "/etc/livefix/livefix.conf"},
 		scripts:   true,
@@ -96,6 +103,10 @@ kernel and userspace live patches with test and stable feeds, receives
 the check-ins of livefix hosts and shows the fleet on a dashboard.
 livefix-server.service runs it with its data in /var/lib/livefix-server.`,
 		seeAlso: []string{"livefix(8)", "livefix-build(1)"},
+		files: []clidoc.File{
+			{Path: "/var/lib/livefix-server", Desc: "the service's data: keys, repository, database (kept by dpkg --purge)"},
+			{Path: "/lib/systemd/system/livefix-server.service", Desc: "runs livefix-server serve --data /var/lib/livefix-server as a dynamic user"},
+		},
 		units:   []string{"livefix-server.service"},
 		scripts: true,
 	},
@@ -219,10 +230,11 @@ func buildPackage(ctx context.Context, p pkg, stage, outDir, version string, hea
 	add(binary, p.dir+"/"+p.name, files.TypeFile, 0o755)
 
 	// Man page and completion from the program's own help.
-	help, err := clidoc.ExecHelp(binary, 10*time.Second)
+	help, cleanup, err := clidoc.ExecHelp(binary, 10*time.Second)
 	if err != nil {
 		return Result{}, err
 	}
+	defer cleanup()
 	root, err := clidoc.Walk(ctx, p.name, help)
 	if err != nil {
 		return Result{}, fmt.Errorf("read the command tree: %w", err)
@@ -230,7 +242,7 @@ func buildPackage(ctx context.Context, p pkg, stage, outDir, version string, hea
 	var man bytes.Buffer
 	if err := clidoc.WriteMan(&man, root, clidoc.Page{
 		Section: p.section, Date: mtime.Format("2006-01-02"), Source: p.name + " " + version,
-		Manual: "livefix manual", Summary: p.summary, SeeAlso: p.seeAlso,
+		Manual: "livefix manual", Summary: p.summary, Files: p.files, SeeAlso: p.seeAlso,
 	}); err != nil {
 		return Result{}, err
 	}

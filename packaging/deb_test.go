@@ -262,10 +262,11 @@ func TestManPages(t *testing.T) {
 			t.Errorf("man %s: %v\n%s", page, err, stderr.String())
 		}
 		text := stripOverstrike(stdout.String())
-		help, err := clidoc.ExecHelp(filepath.Join(root, p.dir, p.name), 10*time.Second)
+		help, cleanup, err := clidoc.ExecHelp(filepath.Join(root, p.dir, p.name), 10*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer cleanup()
 		tree, err := clidoc.Walk(context.Background(), p.name, help)
 		if err != nil {
 			t.Fatal(err)

@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 const groupHelp = `usage: prog COMMAND [ARGS]
@@ -183,7 +185,8 @@ func testTree(t *testing.T) *Command {
 func TestWriteMan(t *testing.T) {
 	var buf bytes.Buffer
 	if err := WriteMan(&buf, testTree(t), Page{Section: "8", Date: "2026-01-02", Source: "prog 1.0", Manual: "prog manual",
-		Summary: "does things", SeeAlso: []string{"other(1)", "plain"}}); err != nil {
+		Summary: "does things", SeeAlso: []string{"other(1)", "plain"},
+		Files: []File{{"/etc/prog.conf", "the configuration"}}}); err != nil {
 		t.Fatal(err)
 	}
 	page := buf.String()
@@ -196,6 +199,7 @@ func TestWriteMan(t *testing.T) {
 		"\\fB\\-o\\fR \\fIstring\\fR",
 		`\&.list them`,
 		".BR other (1) ,\n.B plain",
+		".SH FILES\n.TP\n.I /etc/prog.conf\nthe configuration\n",
 	} {
 		if !strings.Contains(page, want) {
 			t.Errorf("man page lacks %q:\n%s", want, page)
@@ -272,4 +276,52 @@ func FuzzParse(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+func TestExecHelp(t *testing.T) {
+	script := t.TempDir() + "/prog"
+	if err := os.WriteFile(script, []byte(`#!/bin/sh
+case "$1" in
+hang) sleep 5 ;;
+esac
+echo "usage: prog $*"
+echo "uid=$(id -u) cwd=$(pwd) state=$LIVEFIX_STATE_DIR home=$HOME"
+echo "stdin=$(cat)"
+`), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	help, cleanup, err := ExecHelp(script, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cleanup()
+	out, err := help(context.Background(), []string{"kernel", "load"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(out, "\n")
+	if lines[0] != "usage: prog kernel load --help" {
+		t.Errorf("arguments: %q", lines[0])
+	}
+	var uid int
+	var cwd, state, home string
+	if _, err := fmt.Sscanf(strings.NewReplacer("=", " ").Replace(lines[1]), "uid %d cwd %s state %s home %s", &uid, &cwd, &state, &home); err != nil {
+		t.Fatalf("%q: %v", lines[1], err)
+	}
+	if os.Geteuid() == 0 && uid != nobody {
+		t.Errorf("ran as uid %d, want nobody (%d)", uid, nobody)
+	}
+	if home != cwd || state != cwd+"/state" || !strings.HasPrefix(cwd, os.TempDir()) {
+		t.Errorf("cwd %s, home %s, state dir %s: want a fresh temporary directory", cwd, home, state)
+	}
+	if lines[2] != "stdin=" {
+		t.Errorf("stdin not empty: %q", lines[2])
+	}
+	start := time.Now()
+	if _, err := help(context.Background(), []string{"hang"}); err == nil || !strings.Contains(err.Error(), "no answer within") {
+		t.Errorf("a command that hangs: err = %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the time limit took %s", d)
+	}
 }

@@ -13,8 +13,14 @@ type Page struct {
 	Source  string   // "livefix 1.2.3"
 	Manual  string   // "livefix manual"
 	Summary string   // the NAME line's description: "manage live patches on a running host"
-	Extra   []Block  // paragraphs appended to DESCRIPTION (e.g. files the package installs)
+	Files   []File   // the FILES section: what the package installs or the program keeps
 	SeeAlso []string // "livefix-build(1)"
+}
+
+// File is one entry of a man page's FILES section.
+type File struct {
+	Path string
+	Desc string
 }
 
 // WriteMan writes root's man page in the man(7) macro language.
@@ -43,13 +49,18 @@ func WriteMan(w io.Writer, root *Command, p Page) error {
 	b.WriteString(".SH DESCRIPTION\n")
 	fmt.Fprintf(&b, "\\fB%s\\fR: %s.\n", esc(prog), esc(p.Summary))
 	writeBlocks(&b, root.Blocks)
-	writeBlocks(&b, p.Extra)
 	writeOptions(&b, root.Options)
 
 	if len(root.Commands) > 0 {
 		b.WriteString(".SH COMMANDS\n")
 		for _, c := range root.All()[1:] {
 			writeCommand(&b, c)
+		}
+	}
+	if len(p.Files) > 0 {
+		b.WriteString(".SH FILES\n")
+		for _, f := range p.Files {
+			b.WriteString(".TP\n.I " + esc(f.Path) + "\n" + text(f.Desc) + "\n")
 		}
 	}
 	if len(p.SeeAlso) > 0 {

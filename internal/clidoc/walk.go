@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -106,42 +107,77 @@ func walk(ctx context.Context, help HelpFunc, path []string, summary, args strin
 	return c, nil
 }
 
-// ExecHelp returns a HelpFunc that runs the program at bin with --help
-// appended, in an empty working directory with a minimal environment
-// (state directories pointed into it), stdin closed, and a time limit:
-// help must never touch the machine it is generated on.
-func ExecHelp(bin string, timeout time.Duration) (HelpFunc, error) {
-	abs, err := filepath.Abs(bin)
+// Nobody is the user ExecHelp runs programs as when it runs as root.
+const nobody = 65534
+
+// ExecHelp returns a HelpFunc that runs a copy of the program at bin
+// with --help appended. Help must never touch the machine it is
+// generated on, even for a command that ignored --help: each run gets an
+// empty working directory, a minimal environment (state directories
+// pointed into it), stdin closed and a time limit, and when ExecHelp
+// runs as root the program runs as nobody, so it can load no module,
+// kexec nothing and trace no process. Call the returned cleanup when
+// done.
+func ExecHelp(bin string, timeout time.Duration) (HelpFunc, func(), error) {
+	data, err := os.ReadFile(bin)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return func(ctx context.Context, args []string) (string, error) {
-		dir, err := os.MkdirTemp("", "clidoc-")
-		if err != nil {
+	dir, err := os.MkdirTemp("", "clidoc-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanup := func() { os.RemoveAll(dir) }
+	prog := filepath.Join(dir, filepath.Base(bin))
+	if err := os.WriteFile(prog, data, 0o755); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	var cred *syscall.SysProcAttr
+	if os.Geteuid() == 0 {
+		cred = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+		if err := os.Chmod(dir, 0o755); err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+	}
+	run := 0
+	help := func(ctx context.Context, args []string) (string, error) {
+		run++
+		work := filepath.Join(dir, fmt.Sprintf("run%d", run))
+		if err := os.Mkdir(work, 0o700); err != nil {
 			return "", err
 		}
-		defer os.RemoveAll(dir)
+		defer os.RemoveAll(work)
+		if cred != nil {
+			if err := os.Chown(work, nobody, nobody); err != nil {
+				return "", err
+			}
+		}
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, abs, append(append([]string{}, args...), "--help")...)
-		cmd.Dir = dir
+		cmd := exec.CommandContext(ctx, prog, append(append([]string{}, args...), "--help")...)
+		cmd.Dir = work
 		cmd.Env = []string{
 			"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-			"HOME=" + dir,
+			"HOME=" + work,
 			"LANG=C",
-			"LIVEFIX_STATE_DIR=" + filepath.Join(dir, "state"),
+			"LIVEFIX_STATE_DIR=" + filepath.Join(work, "state"),
 		}
+		cmd.SysProcAttr = cred
 		var buf bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &buf, &buf
 		cmd.WaitDelay = time.Second
-		err = cmd.Run()
+		err := cmd.Run()
+		name := strings.TrimSpace(filepath.Base(bin) + " " + strings.Join(args, " "))
 		if ctx.Err() != nil {
-			return "", fmt.Errorf("%s %s --help: no answer within %s (does it ignore --help?)", filepath.Base(bin), strings.Join(args, " "), timeout)
+			return "", fmt.Errorf("%s --help: no answer within %s (does it ignore --help?)", name, timeout)
 		}
 		var exit *exec.ExitError
 		if err != nil && !errors.As(err, &exit) {
-			return "", fmt.Errorf("run %s: %w", bin, err)
+			return "", fmt.Errorf("run %s --help: %w", name, err)
 		}
 		return buf.String(), nil
-	}, nil
+	}
+	return help, cleanup, nil
 }
