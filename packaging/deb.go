@@ -176,7 +176,7 @@ func Build(ctx context.Context, opts Options) ([]Result, error) {
 	}
 	var out []Result
 	for _, p := range packages {
-		res, err := buildPackage(ctx, p, stage, opts.Out, version, head, mtime)
+		res, err := buildPackage(ctx, log, p, stage, opts.Out, version, head, mtime)
 		if err != nil {
 			return nil, fmt.Errorf("package %s: %w", p.name, err)
 		}
@@ -204,7 +204,7 @@ func buildPrograms(ctx context.Context, repo, bin, version string) error {
 	return nil
 }
 
-func buildPackage(ctx context.Context, p pkg, stage, outDir, version string, head Commit, mtime time.Time) (Result, error) {
+func buildPackage(ctx context.Context, log io.Writer, p pkg, stage, outDir, version string, head Commit, mtime time.Time) (Result, error) {
 	binary := filepath.Join(stage, "bin", p.name)
 	st, err := os.Stat(binary)
 	if err != nil {
@@ -238,6 +238,11 @@ func buildPackage(ctx context.Context, p pkg, stage, outDir, version string, hea
 	root, err := clidoc.Walk(ctx, p.name, help)
 	if err != nil {
 		return Result{}, fmt.Errorf("read the command tree: %w", err)
+	}
+	for _, c := range root.All() {
+		if !c.OwnHelp {
+			fmt.Fprintf(log, "deb: note: %q prints no usage for --help (run as nobody); its man page entry is its parent's one line\n", c.Name())
+		}
 	}
 	var man bytes.Buffer
 	if err := clidoc.WriteMan(&man, root, clidoc.Page{
