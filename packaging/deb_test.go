@@ -262,6 +262,9 @@ func TestManPages(t *testing.T) {
 			t.Errorf("man %s: %v\n%s", page, err, stderr.String())
 		}
 		text := stripOverstrike(stdout.String())
+		if strings.Contains(text, "clidoc-") {
+			t.Errorf("%s(%s) shows the generator's temporary directory (a flag default taken from the environment?)", p.name, p.section)
+		}
 		help, cleanup, err := clidoc.ExecHelp(filepath.Join(root, p.dir, p.name), 10*time.Second)
 		if err != nil {
 			t.Fatal(err)

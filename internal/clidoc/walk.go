@@ -113,8 +113,8 @@ const nobody = 65534
 // ExecHelp returns a HelpFunc that runs a copy of the program at bin
 // with --help appended. Help must never touch the machine it is
 // generated on, even for a command that ignored --help: each run gets an
-// empty working directory, a minimal environment (state directories
-// pointed into it), stdin closed and a time limit, and when ExecHelp
+// empty working directory, a fixed minimal environment, stdin closed and
+// a time limit, and when ExecHelp
 // runs as root the program runs as nobody, so it can load no module,
 // kexec nothing and trace no process. Call the returned cleanup when
 // done.
@@ -158,12 +158,9 @@ func ExecHelp(bin string, timeout time.Duration) (HelpFunc, func(), error) {
 		defer cancel()
 		cmd := exec.CommandContext(ctx, prog, append(append([]string{}, args...), "--help")...)
 		cmd.Dir = work
-		cmd.Env = []string{
-			"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-			"HOME=" + work,
-			"LANG=C",
-			"LIVEFIX_STATE_DIR=" + filepath.Join(work, "state"),
-		}
+		// The same environment on every machine and every run: flag
+		// defaults taken from it end up in the man page.
+		cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/nonexistent", "LANG=C"}
 		cmd.SysProcAttr = cred
 		var buf bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &buf, &buf
