@@ -375,3 +375,29 @@ func TestConffile(t *testing.T) {
 		t.Errorf("livefix.conf sets %v; livefix rejects unknown keys, so it must hold only enabled", keys)
 	}
 }
+
+// TestReproducible builds the packages a second time: every byte must
+// be the same (mtimes from the commit, no temporary path or build time
+// in any file).
+func TestReproducible(t *testing.T) {
+	first, _ := debs(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	second, err := Build(ctx, Options{Repo: "..", Out: t.TempDir(), Version: testVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range second {
+		a, err := os.ReadFile(first[r.Name].Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(r.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s differs between two builds of the same tree", filepath.Base(r.Path))
+		}
+	}
+}
