@@ -15,6 +15,9 @@ type hookData struct {
 	Replace bool
 	BuildID []byte
 	Objects []hookObject
+	// Namespaces are the export namespaces of the symbols the module
+	// imports (MODULE_IMPORT_NS), as modpost requires.
+	Namespaces []string
 }
 
 type hookObject struct {
@@ -177,4 +180,5 @@ module_exit(livefix_exit);
 MODULE_LICENSE("GPL");
 MODULE_DESCRIPTION("livefix live patch {{.Name}} level {{.Level}}");
 MODULE_INFO(livepatch, "Y");
-`))
+{{range .Namespaces}}MODULE_IMPORT_NS({{.}});
+{{end}}`))

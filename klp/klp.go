@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
@@ -211,6 +210,10 @@ func build(ctx context.Context, spec *Spec, outDir string, log io.Writer) (*Mani
 	if err != nil {
 		return nil, err
 	}
+	namespaces, err := ReadExportNamespaces(filepath.Join(t.Headers, "Module.symvers"))
+	if err != nil {
+		return nil, err
+	}
 	modulesDir := filepath.Dir(t.Headers)
 
 	work := spec.WorkDir
@@ -237,6 +240,7 @@ func build(ctx context.Context, spec *Spec, outDir string, log io.Writer) (*Mani
 		}
 	}
 
+	env := newUnitEnv(ctx, exports, namespaces, defined, modulesDir)
 	hook := hookData{Name: spec.Name, Level: spec.Level, Release: t.Release, Replace: !spec.NoReplace, BuildID: buildID}
 	m := &Manifest{
 		Name: spec.Name, Module: spec.Name + ".ko", Kernel: t.Release, BuildID: hex.EncodeToString(buildID),
@@ -262,7 +266,8 @@ func build(ctx context.Context, spec *Spec, outDir string, log io.Writer) (*Mani
 		ho := hookObject{Name: o.Name}
 		mo := ManifestObject{Name: o.Name}
 		for _, u := range o.Units {
-			lu, err := rewriteUnit(n, o.Name, u, syms, exports, defined)
+			env.syms = syms
+			lu, err := rewriteUnit(n, o.Name, u, env)
 			if err != nil {
 				return nil, err
 			}
@@ -287,6 +292,7 @@ func build(ctx context.Context, spec *Spec, outDir string, log io.Writer) (*Mani
 		hook.Objects = append(hook.Objects, ho)
 		m.Objects = append(m.Objects, mo)
 	}
+	hook.Namespaces = env.namespaceList()
 	src, err := GenerateHook(hook)
 	if err != nil {
 		return nil, err
@@ -309,7 +315,7 @@ func build(ctx context.Context, spec *Spec, outDir string, log io.Writer) (*Mani
 	if err != nil {
 		return nil, fmt.Errorf("link livepatch module: %w", err)
 	}
-	moved, err := ConvertRelocations(ko)
+	moved, err := ConvertRelocations(ko, env.owners)
 	if err != nil {
 		return nil, fmt.Errorf("livepatch relocations: %w", err)
 	}
@@ -387,13 +393,11 @@ var identRE = regexp.MustCompile(`[^A-Za-z0-9_]`)
 
 // rewriteUnit copies a unit's output and renames its symbols for linking:
 // replaced functions become global livefix_uN_NAME symbols, and references
-// the module cannot link normally become .klp.sym.OBJ.NAME,POS symbols.
-// A reference stays as it is when it is a global that another unit of the
-// patch defines, or a global exported by vmlinux (or, for a module
-// object, by a module other than the patched one: the patched module's own
-// exports go through the livepatch core too, so the patch can load before
-// it).
-func rewriteUnit(n int, object string, u Unit, syms *Symbols, exports Exports, defined map[string]bool) (*linkedUnit, error) {
+// the module cannot link normally become .klp.sym.OBJ.NAME,POS symbols
+// (see resolveRef for the rules), after which the unit's jump-table and
+// static-call entries that the kernel would process too early are dropped
+// or refused (filterEarlySections).
+func rewriteUnit(n int, object string, u Unit, env *unitEnv) (*linkedUnit, error) {
 	data, err := u.Result.Output.Write()
 	if err != nil {
 		return nil, fmt.Errorf("%s: copy diff output: %w", u.Source, err)
@@ -413,8 +417,10 @@ func rewriteUnit(n int, object string, u Unit, syms *Symbols, exports Exports, d
 	for _, fn := range u.Result.Funcs {
 		near[fn.OrigName] = true
 	}
+	var orig *elfobj.File
 	if u.Orig != "" {
-		if orig, err := elfobj.Open(u.Orig); err == nil {
+		if o, err := elfobj.Open(u.Orig); err == nil {
+			orig = o
 			for _, s := range orig.Symbols[1:] {
 				if s.Section != nil && s.Name != "" && s.Type != elf.STT_SECTION && s.Type != elf.STT_FILE {
 					near[s.Name] = true
@@ -422,8 +428,8 @@ func rewriteUnit(n int, object string, u Unit, syms *Symbols, exports Exports, d
 			}
 		}
 	}
-	file := path.Base(u.Source)
 	where := func(err error) error { return fmt.Errorf("%s: %w", u.Source, err) }
+	syms := env.syms
 
 	lu := &linkedUnit{file: f}
 	for _, fn := range u.Result.Funcs {
@@ -431,7 +437,7 @@ func rewriteUnit(n int, object string, u Unit, syms *Symbols, exports Exports, d
 		if sym == nil || sym.Section == nil {
 			return nil, where(fmt.Errorf("replaced function %s is missing from the diff output", fn.Name))
 		}
-		pos, err := syms.Sympos(fn.OrigName, fn.Local, file, near)
+		pos, err := env.sympos(object, fn.OrigName, fn.Local, u.Source, near, orig)
 		if err != nil {
 			return nil, where(err)
 		}
@@ -444,23 +450,58 @@ func rewriteUnit(n int, object string, u Unit, syms *Symbols, exports Exports, d
 		if s.Section != nil || s.Shndx != elf.SHN_UNDEF || s.Name == "" {
 			continue
 		}
-		isLocal := local[s.Name]
-		if !isLocal {
-			if defined[s.Name] {
-				continue
-			}
-			if exp, ok := exports[s.Name]; ok && (exp == "vmlinux" || exp != object) {
-				continue
-			}
-			if object != "vmlinux" && syms.byName[s.Name] == nil {
-				return nil, where(fmt.Errorf("refers to %s, which is neither exported nor part of module %s; a module-specific live patch can only reach exported kernel symbols", s.Name, object))
+		name, isLocal := s.Name, local[s.Name]
+		if !isLocal && object != "vmlinux" {
+			// An alias (cleanup_module, init_module) names the module's
+			// exit or init function under a second, global name; the
+			// diff engine prefers global names, the module's symbol
+			// table counts the real one.
+			if real, ok := aliasTarget(orig, name, syms); ok {
+				if syms.byName[real] == nil {
+					return nil, where(fmt.Errorf("refers to %s (%s), which is not in module %s's symbol table once loaded (init code is freed after module init); a live patch cannot reach it", name, real, object))
+				}
+				name, isLocal = real, true
 			}
 		}
-		pos, err := syms.Sympos(s.Name, isLocal, file, near)
+		if !isLocal {
+			if env.defined[name] {
+				continue
+			}
+			if exp, ok := env.exports[name]; ok {
+				switch {
+				case exp == "vmlinux":
+					env.useExport(name)
+					continue
+				case exp != object && object == "vmlinux":
+					env.useExport(name)
+					continue
+				case exp != object:
+					// Another module's export, used by a patch to a
+					// module: a livepatch relocation resolved when the
+					// patched module loads (its dependencies are loaded
+					// by then), never a hard dependency of the patch.
+					kname, err := env.otherModuleRef(object, exp, name)
+					if err != nil {
+						return nil, where(err)
+					}
+					s.Name = kname
+					continue
+				}
+			}
+			if object != "vmlinux" && syms.byName[name] == nil {
+				return nil, where(fmt.Errorf("refers to %s, which is neither exported nor part of module %s; a module-specific live patch can only reach exported kernel symbols", name, object))
+			}
+		}
+		pos, err := env.sympos(object, name, isLocal, u.Source, near, orig)
 		if err != nil {
 			return nil, where(err)
 		}
-		s.Name = KlpSymName(object, s.Name, pos)
+		s.Name = KlpSymName(object, name, pos)
+	}
+	if object != "vmlinux" {
+		if err := filterEarlySections(f, object); err != nil {
+			return nil, where(err)
+		}
 	}
 	return lu, nil
 }

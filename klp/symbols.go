@@ -73,7 +73,9 @@ func ParseKallsyms(r io.Reader) (*Symbols, error) {
 
 // ModuleSymbols reads a module's symbol table from its .ko (plain or .xz,
 // .zst, .gz compressed), keeping the symbols the kernel's module kallsyms
-// keeps (defined in an allocated, non-init section), in table order.
+// keeps once the module has loaded (defined in an allocated, non-init
+// section; exit code stays, as Debian's kernels set CONFIG_MODULE_UNLOAD),
+// in table order.
 func ModuleSymbols(ctx context.Context, object, path string) (*Symbols, error) {
 	data, err := kbuild.ReadModule(ctx, path)
 	if err != nil {
@@ -90,7 +92,7 @@ func ModuleSymbols(ctx context.Context, object, path string) (*Symbols, error) {
 			file = sym.Name
 			continue
 		}
-		if sym.Name == "" || sym.Section == nil || sym.Section.Flags&elf.SHF_ALLOC == 0 || strings.HasPrefix(sym.Section.Name, ".init") || strings.HasPrefix(sym.Section.Name, ".exit") {
+		if sym.Name == "" || sym.Section == nil || sym.Section.Flags&elf.SHF_ALLOC == 0 || strings.HasPrefix(sym.Section.Name, ".init") {
 			continue
 		}
 		s.add(sym.Name, sym.Bind != elf.STB_LOCAL, file)
@@ -280,6 +282,23 @@ func ReadExports(path string) (Exports, error) {
 		return nil, errors.New("read exports: " + path + " lists no symbols")
 	}
 	return ex, nil
+}
+
+// ReadExportNamespaces reads the namespace column of a Module.symvers:
+// exported symbol -> namespace, for the symbols exported into one.
+func ReadExportNamespaces(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read exports: %w; the kernel headers must include Module.symvers", err)
+	}
+	ns := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) >= 5 && f[4] != "" {
+			ns[f[1]] = f[4]
+		}
+	}
+	return ns, nil
 }
 
 // moduleName is the kernel's name for a module path: base name without
