@@ -87,6 +87,11 @@ func FromPatches(ctx context.Context, req Request) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The tree must build the target kernel's code: same source version,
+	// the same config after olddefconfig (and, below, the same compiler).
+	if err := tree.Check(ctx, log); err != nil {
+		return nil, err
+	}
 	emit(Step{Name: "prepare", Seconds: time.Since(t).Seconds(), Detail: tree.Dir})
 
 	objDir := req.WorkDir
@@ -105,6 +110,9 @@ func FromPatches(ctx context.Context, req Request) (*Manifest, error) {
 		if strings.Contains(err.Error(), "apply ") || errors.Is(err, kbuild.ErrPatch) || strings.Contains(err.Error(), "only changes to .c files") || strings.Contains(err.Error(), "patches may only change existing") {
 			return nil, fmt.Errorf("%w: %w", err, ErrBadInput)
 		}
+		return nil, err
+	}
+	if err := tree.CheckCompiler(ctx, pairs[0].Orig); err != nil {
 		return nil, err
 	}
 	var names []string
