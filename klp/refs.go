@@ -24,9 +24,6 @@ type unitEnv struct {
 	namespaces map[string]string // Module.symvers: symbol -> its export namespace
 	defined    map[string]bool   // globals some unit of the patch defines
 	modulesDir string            // /lib/modules/RELEASE
-	// verify, when set, checks a sympos choice for a static (see
-	// Symbols.VerifyUnit); nil skips the check.
-	verify func(object, name, source string, pos int, orig *elfobj.File) error
 
 	deps    map[string]map[string]bool // modules.dep, read on first use
 	modSyms map[string]*Symbols        // other modules' symbols, read on first use
@@ -53,14 +50,14 @@ func (e *unitEnv) useExport(name string) {
 }
 
 // sympos resolves the position of name in object and, for a static whose
-// name is not unique, verifies the choice when a verifier is set.
+// name is not unique, verifies the choice (Symbols.VerifyStatic).
 func (e *unitEnv) sympos(object, name string, local bool, source string, near map[string]bool, orig *elfobj.File) (int, error) {
 	pos, err := e.syms.Sympos(name, local, path.Base(source), near)
 	if err != nil {
 		return 0, err
 	}
-	if pos > 0 && local && e.verify != nil {
-		if err := e.verify(object, name, source, pos, orig); err != nil {
+	if pos > 0 && local {
+		if err := e.syms.VerifyStatic(name, pos, path.Base(source), orig); err != nil {
 			return 0, err
 		}
 	}

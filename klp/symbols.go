@@ -136,7 +136,7 @@ func (s *Symbols) Sympos(name string, local bool, file string, near map[string]b
 			return globals[0] + 1, nil
 		}
 	}
-	if file != "" && s.Object != "vmlinux" {
+	if file != "" { // a module, or a vmlinux with its full symbol table
 		var hits []int
 		for k, i := range idx {
 			if s.File[i] == file {
@@ -174,7 +174,9 @@ func (s *Symbols) Sympos(name string, local bool, file string, near map[string]b
 }
 
 // VmlinuxSymbols returns the running order of vmlinux's symbols for the
-// target whose build-id is buildID. Debian ships a placeholder
+// target whose build-id is buildID. A vmlinux with its full symbol table
+// (t.Vmlinux, --vmlinux) is used when given: it also names each static's
+// file (VmlinuxFileSymbols). Debian ships a placeholder
 // System.map (the real one is in the -dbg package), so the sources tried
 // are, in order: t.SystemMap when it is a real map; a cached listing for
 // this build-id under kbuild.CacheDir(); the host's /proc/kallsyms when
@@ -184,6 +186,14 @@ func (s *Symbols) Sympos(name string, local bool, file string, near map[string]b
 func VmlinuxSymbols(ctx context.Context, t kbuild.Target, buildID []byte, log io.Writer) (*Symbols, error) {
 	if log == nil {
 		log = io.Discard
+	}
+	if t.Vmlinux != "" {
+		syms, err := VmlinuxFileSymbols(t.Vmlinux, buildID)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(log, "klp: vmlinux symbols and their files from %s\n", t.Vmlinux)
+		return syms, nil
 	}
 	if t.SystemMap != "" {
 		if data, err := os.ReadFile(t.SystemMap); err == nil && bytes.Count(data, []byte("\n")) > 1000 {
