@@ -189,7 +189,7 @@ func diffPairs(ctx context.Context, treeDir, modulesDir string, pairs []kbuild.O
 			}
 			continue
 		}
-		obj, err := ObjectOf(treeDir, modulesDir, p.Source, override)
+		obj, err := objectOfPair(treeDir, modulesDir, p, override)
 		if err != nil {
 			return nil, err
 		}
