@@ -50,7 +50,7 @@ func TestUnitsOf(t *testing.T) {
 
 func TestRecordedObject(t *testing.T) {
 	tr := writeTree(t, map[string]string{
-		"fs/.binfmt_misc.o.cmd": "cmd_fs/binfmt_misc.o := gcc -Wp,-MMD,fs/.binfmt_misc.o.d -nostdinc -DMODULE -DKBUILD_BASENAME='\"binfmt_misc\"' -DKBUILD_MODNAME='\"binfmt_misc\"' -D__KBUILD_MODNAME=kmod_binfmt_misc -c -o fs/binfmt_misc.o fs/binfmt_misc.c\n\nsource_fs/binfmt_misc.o := fs/binfmt_misc.c\n",
+		"fs/.binfmt_misc.o.cmd":          "cmd_fs/binfmt_misc.o := gcc -Wp,-MMD,fs/.binfmt_misc.o.d -nostdinc -DMODULE -DKBUILD_BASENAME='\"binfmt_misc\"' -DKBUILD_MODNAME='\"binfmt_misc\"' -D__KBUILD_MODNAME=kmod_binfmt_misc -c -o fs/binfmt_misc.o fs/binfmt_misc.c\n\nsource_fs/binfmt_misc.o := fs/binfmt_misc.c\n",
 		"fs/xfs/libxfs/.xfs_alloc.o.cmd": "cmd_fs/xfs/libxfs/xfs_alloc.o := gcc -nostdinc -DMODULE -DKBUILD_BASENAME='\"xfs_alloc\"' -DKBUILD_MODNAME='\"xfs\"' -c -o x.o x.c\n",
 		"fs/proc/.cmdline.o.cmd":         "cmd_fs/proc/cmdline.o := gcc -nostdinc -DKBUILD_BASENAME='\"cmdline\"' -DKBUILD_MODNAME='\"cmdline\"' -c -o fs/proc/cmdline.o fs/proc/cmdline.c\n",
 		"net/.x-y.o.cmd":                 "cmd_net/x-y.o := gcc -DMODULE -DKBUILD_MODNAME='\"x-y\"' -c\n",
