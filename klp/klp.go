@@ -283,6 +283,15 @@ func build(ctx context.Context, spec *Spec, outDir string, log io.Writer) (*Mani
 			}
 			members = append(members, member)
 			ho.Funcs = append(ho.Funcs, lu.funcs...)
+			for kind, sym := range lu.callbacks {
+				if prev := ho.callback(kind); prev != "" {
+					return nil, fmt.Errorf("%s: a second %s callback for object %s (%s has one already): one per object", u.Source, kind, o.Name, prev)
+				}
+				ho.setCallback(kind, sym)
+			}
+			for _, fn := range lu.ignored {
+				fmt.Fprintf(log, "klp: %s: %s changed but is ignored (KPATCH_IGNORE_FUNCTION)\n", u.Source, fn)
+			}
 			for _, f := range lu.funcs {
 				mo.Functions = append(mo.Functions, ManifestFunc{Name: f.OldName, Sympos: f.Sympos, Symbol: f.NewSym, Source: u.Source})
 			}
@@ -385,8 +394,10 @@ func modulePath(modulesDir, name string) (string, error) {
 
 // linkedUnit is a unit's output ready to be linked into the module.
 type linkedUnit struct {
-	file  *elfobj.File
-	funcs []hookFunc
+	file      *elfobj.File
+	funcs     []hookFunc
+	callbacks map[string]string // callback kind -> its function's symbol
+	ignored   []string          // changed functions KPATCH_IGNORE_FUNCTION keeps unpatched
 }
 
 var identRE = regexp.MustCompile(`[^A-Za-z0-9_]`)
@@ -405,6 +416,10 @@ func rewriteUnit(n int, object string, u Unit, env *unitEnv) (*linkedUnit, error
 	f, err := elfobj.Read(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: copy diff output: %w", u.Source, err)
+	}
+	markers, err := takeMarkers(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", u.Source, err)
 	}
 	near := map[string]bool{}
 	local := map[string]bool{}
@@ -431,8 +446,12 @@ func rewriteUnit(n int, object string, u Unit, env *unitEnv) (*linkedUnit, error
 	where := func(err error) error { return fmt.Errorf("%s: %w", u.Source, err) }
 	syms := env.syms
 
-	lu := &linkedUnit{file: f}
+	lu := &linkedUnit{file: f, callbacks: map[string]string{}}
 	for _, fn := range u.Result.Funcs {
+		if markers.ignore[fn.Name] {
+			lu.ignored = append(lu.ignored, fn.OrigName)
+			continue
+		}
 		sym := f.SymbolByName(fn.Name)
 		if sym == nil || sym.Section == nil {
 			return nil, where(fmt.Errorf("replaced function %s is missing from the diff output", fn.Name))
@@ -445,6 +464,14 @@ func rewriteUnit(n int, object string, u Unit, env *unitEnv) (*linkedUnit, error
 		sym.Bind = elf.STB_GLOBAL
 		sym.Other = 0 // default visibility
 		lu.funcs = append(lu.funcs, hookFunc{OldName: fn.OrigName, NewSym: sym.Name, Sympos: pos})
+	}
+	for kind, sym := range markers.callbacks {
+		if !strings.HasPrefix(sym.Name, "livefix_u") {
+			sym.Name = fmt.Sprintf("livefix_u%d_%s", n, identRE.ReplaceAllString(sym.Name, "_"))
+		}
+		sym.Bind = elf.STB_GLOBAL
+		sym.Other = 0
+		lu.callbacks[kind] = sym.Name
 	}
 	for _, s := range f.Symbols[1:] {
 		if s.Section != nil || s.Shndx != elf.SHN_UNDEF || s.Name == "" {

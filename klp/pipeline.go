@@ -94,6 +94,7 @@ func FromPatches(ctx context.Context, req Request) (*Manifest, error) {
 	}
 	emit(Step{Name: "prepare", Seconds: time.Since(t).Seconds(), Detail: tree.Dir})
 
+	tree.Includes = CompatHeaders()
 	objDir := req.WorkDir
 	if objDir == "" {
 		d, err := os.MkdirTemp("", "livefix-objs-")

@@ -142,7 +142,15 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 
 	// From here on the tree is modified; the marker written by
 	// saveAndMark lets anyone revert it, and the deferred revert does.
-	if err := tr.saveAndMark(touched); err != nil {
+	var incNames []string
+	for name := range tr.Includes {
+		if name != filepath.Base(name) || !strings.HasSuffix(name, ".h") {
+			return nil, fmt.Errorf("build objects: include %q: want a header file name", name)
+		}
+		incNames = append(incNames, filepath.Join("include", name))
+	}
+	slices.Sort(incNames)
+	if err := tr.saveAndMark(append(slices.Clone(touched), incNames...)); err != nil {
 		return nil, fmt.Errorf("build objects: %w", err)
 	}
 	defer func() {
@@ -156,6 +164,11 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 			return nil, fmt.Errorf("build objects: apply %s: %w:%s", p, err, tail(out, 10))
 		}
 		fmt.Fprintf(log, "kbuild: applied %s\n", p)
+	}
+	for _, rel := range incNames {
+		if err := os.WriteFile(filepath.Join(tr.Dir, rel), tr.Includes[filepath.Base(rel)], 0o644); err != nil {
+			return nil, fmt.Errorf("build objects: %w", err)
+		}
 	}
 	if err := tr.buildObjects(ctx, sources, "patched", func(i int) string { return pairs[i].Patched }, log); err != nil {
 		return nil, err
