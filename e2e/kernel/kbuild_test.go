@@ -23,6 +23,8 @@ type kbuildCase struct {
 	patch string
 	// check inspects the built module on the host.
 	check func(t *testing.T, ko *elfobj.File)
+	// funcs, when set, are exactly the functions the manifest replaces.
+	funcs []string
 }
 
 var kbuildCases = []kbuildCase{
@@ -48,6 +50,21 @@ var kbuildCases = []kbuildCase{
 	{name: "kb_alias", patch: "binfmt-exit-alias.patch", check: func(t *testing.T, ko *elfobj.File) {
 		requireKlpSym(t, ko, ".klp.rela.binfmt_misc.", ".klp.sym.binfmt_misc.exit_misc_binfmt,0")
 	}},
+	// A patch written for kpatch-build: #include "kpatch-macros.h", the
+	// four callbacks, KPATCH_IGNORE_FUNCTION(c_stop) for a changed
+	// function the author keeps out.
+	{name: "kb_kpatch", patch: "kpatch-callbacks.patch", check: func(t *testing.T, ko *elfobj.File) {
+		for _, s := range ko.Sections {
+			if strings.HasPrefix(s.Name, ".livefix.") {
+				t.Errorf("kb_kpatch still has the marker section %s", s.Name)
+			}
+		}
+		for _, cb := range []string{"kb_pre_patch", "kb_post_patch", "kb_pre_unpatch", "kb_post_unpatch"} {
+			if s := ko.SymbolByName("livefix_u0_" + cb); s == nil || s.Section == nil {
+				t.Errorf("kb_kpatch lacks the callback %s", cb)
+			}
+		}
+	}, funcs: []string{"show_console_dev"}},
 	// The patched tipc_sk_create has tipc's own tracepoint: its jump
 	// entry and static-call site must not reach .klp.rela sections.
 	{name: "kb_tipc", patch: "tipc-tracepoint.patch", check: func(t *testing.T, ko *elfobj.File) {
@@ -135,6 +152,9 @@ func TestKbuildCases(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.check(t, ko)
+		if c.funcs != nil {
+			checkManifest(t, acceptanceCase{name: c.name, changed: c.funcs}, filepath.Join(outDir, c.name+".json"), tgt.Release)
+		}
 		for _, ext := range []string{".ko", ".json"} {
 			files["/root/p/"+c.name+ext] = filepath.Join(outDir, c.name+ext)
 		}
@@ -227,6 +247,20 @@ t alias/gone gone $C
 umount /tmp/bm
 t alias/rmmod rmmod binfmt_misc
 
+echo "== kb_kpatch: a kpatch-style patch: callbacks in order, an ignored function"
+C=kb_kpatch
+cb() { dmesg | grep -o 'kb_kpatch: [a-z_]* vmlinux[ a-z=0-9]*' | tr '\n' ';'; }
+t kpatch/before eval '! grep -q kb_kpatch /proc/consoles'
+t kpatch/load load $C
+t kpatch/patch-callbacks eq "$(cb)" "kb_kpatch: pre_patch vmlinux;kb_kpatch: post_patch vmlinux state=2;"
+t kpatch/after has "$(cat /proc/consoles)" "kb_kpatch state=2"
+t kpatch/c_stop-not-patched eq "$(ls /sys/kernel/livepatch/$C/vmlinux | grep -E '^(c_stop|show_console_dev),')" "show_console_dev,1"
+t kpatch/disable disable $C
+t kpatch/unpatch-callbacks eq "$(cb)" "kb_kpatch: pre_patch vmlinux;kb_kpatch: post_patch vmlinux state=2;kb_kpatch: pre_unpatch vmlinux;kb_kpatch: post_unpatch vmlinux;"
+t kpatch/rollback eval '! grep -q kb_kpatch /proc/consoles'
+t kpatch/unload unload $C
+t kpatch/gone gone $C
+
 echo "== kb_tipc: a module tracepoint in the patched function, tipc loaded later"
 C=kb_tipc
 TR=/sys/kernel/debug/tracing
@@ -256,6 +290,8 @@ var kbuildChecks = []string{
 	"algif/patched", "algif/after-small", "algif/after-large", "algif/disable", "algif/rollback", "algif/unload", "algif/gone",
 	"cmac/insmod", "cmac/before", "cmac/load", "cmac/after-empty", "cmac/after-block", "cmac/disable", "cmac/rollback", "cmac/unload", "cmac/gone",
 	"alias/insmod", "alias/mount", "alias/before", "alias/load", "alias/after", "alias/disable", "alias/rollback", "alias/unload", "alias/gone", "alias/rmmod",
+	"kpatch/before", "kpatch/load", "kpatch/patch-callbacks", "kpatch/after", "kpatch/c_stop-not-patched", "kpatch/disable",
+	"kpatch/unpatch-callbacks", "kpatch/rollback", "kpatch/unload", "kpatch/gone",
 	"tipc/load", "tipc/pending", "tipc/insmod", "tipc/patched", "tipc/after-dgram", "tipc/after-rdm", "tipc/trace-on", "tipc/traced-stream",
 	"tipc/no-event-patched", "tipc/disable", "tipc/rollback", "tipc/event-original", "tipc/unload", "tipc/gone",
 	"end/none-left",
