@@ -107,16 +107,32 @@ func imageVersion(head []byte, name string) (string, error) {
 	return string(m[1]), nil
 }
 
+// dpkgInfo is dpkg's database of installed files (a variable for tests).
+var dpkgInfo = "/var/lib/dpkg/info"
+
 // SourceVersion returns the version of the Debian package that installed
-// the kernel source tarball, from dpkg's database.
+// the kernel source tarball, from dpkg's database. The package of
+// /usr/src/linux-source-X.Y.tar.xz is linux-source-X.Y when its file list
+// names the tarball (one small file to read); any other file is looked up
+// with dpkg-query -S, which reads every list.
 func SourceVersion(ctx context.Context, source string) (string, error) {
-	out, err := exec.CommandContext(ctx, "dpkg-query", "-S", source).Output()
-	if err != nil {
-		return "", fmt.Errorf("source version: no Debian package owns %s (dpkg-query -S: %v); build from the linux-source package of the target kernel", source, err)
+	pkg := ""
+	if base := filepath.Base(source); strings.HasPrefix(base, "linux-source-") && strings.HasSuffix(base, ".tar.xz") {
+		cand := strings.TrimSuffix(base, ".tar.xz")
+		if list, err := os.ReadFile(filepath.Join(dpkgInfo, cand+".list")); err == nil && bytes.Contains(list, []byte(source+"\n")) {
+			pkg = cand
+		}
 	}
-	pkg, _, ok := strings.Cut(strings.TrimSpace(string(out)), ":")
-	if !ok || strings.ContainsAny(pkg, " ,") {
-		return "", fmt.Errorf("source version: dpkg-query -S %s: unexpected answer %q", source, out)
+	if pkg == "" {
+		out, err := exec.CommandContext(ctx, "dpkg-query", "-S", source).Output()
+		if err != nil {
+			return "", fmt.Errorf("source version: no Debian package owns %s (dpkg-query -S: %v); build from the linux-source package of the target kernel", source, err)
+		}
+		p, _, ok := strings.Cut(strings.TrimSpace(string(out)), ":")
+		if !ok || strings.ContainsAny(p, " ,") {
+			return "", fmt.Errorf("source version: dpkg-query -S %s: unexpected answer %q", source, out)
+		}
+		pkg = p
 	}
 	v, err := exec.CommandContext(ctx, "dpkg-query", "-W", "-f=${Version}", pkg).Output()
 	if err != nil || len(v) == 0 {

@@ -59,3 +59,41 @@ func TestTreeChecksDebian(t *testing.T) {
 		t.Errorf("CheckCompiler of an object from another compiler: %v", err)
 	}
 }
+
+// BenchmarkTreeChecks measures what the tree checks add to every build:
+// the source and image versions, the config comparison and the compiler
+// comparison against a shipped module.
+func BenchmarkTreeChecks(b *testing.B) {
+	tgt := kerneltest.RequireTarget(b)
+	ctx := context.Background()
+	dir := b.TempDir()
+	c := filepath.Join(dir, "x.c")
+	if err := os.WriteFile(c, []byte("int x(void) { return 1; }\n"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	obj := filepath.Join(dir, "x.o")
+	if out, err := exec.Command("gcc", "-c", "-o", obj, c).CombinedOutput(); err != nil {
+		b.Fatalf("gcc: %v\n%s", err, out)
+	}
+	cfg, err := os.ReadFile(tgt.Config)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tr := &kbuild.Tree{Target: tgt}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		img, err := kbuild.ImageVersion(tgt.Vmlinuz)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if src, err := kbuild.SourceVersion(ctx, tgt.Source); err != nil || src != img {
+			b.Fatal(src, img, err)
+		}
+		if err := kbuild.CheckConfig(cfg, cfg); err != nil {
+			b.Fatal(err)
+		}
+		if err := tr.CheckCompiler(ctx, obj); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
