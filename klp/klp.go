@@ -448,7 +448,9 @@ func rewriteUnit(n int, object string, u Unit, env *unitEnv) (*linkedUnit, error
 
 	lu := &linkedUnit{file: f, callbacks: map[string]string{}}
 	for _, fn := range u.Result.Funcs {
-		if markers.ignore[fn.Name] {
+		// By either name: the engine may rename the included copy
+		// (NAME.livefix) when the marker takes the original's address.
+		if markers.ignore[fn.Name] || markers.ignore[fn.OrigName] {
 			lu.ignored = append(lu.ignored, fn.OrigName)
 			continue
 		}
