@@ -91,6 +91,14 @@ func Prepare(ctx context.Context, t Target, log io.Writer) (*Tree, error) {
 	extractedStamp := "extract-version=" + extractVersion + "\n" + source
 	tr.stamp = extractedStamp + "prepare-version=" + prepareVersion + "\nrelease=" + t.Release + "\nconfig-sha256=" + hash + "\n"
 
+	// A prepared tree with no patch applied needs no lock to be handed
+	// out: BuildPair takes the lock, repairs and re-checks the stamp
+	// itself. This spares every build one wait for the shared tree.
+	if _, err := os.Stat(filepath.Join(tr.root, markerName)); errors.Is(err, os.ErrNotExist) &&
+		stampIs(filepath.Join(tr.root, preparedName), tr.stamp) {
+		fmt.Fprintf(log, "kbuild: using prepared tree %s\n", tr.Dir)
+		return tr, nil
+	}
 	unlock, err := tr.acquire(ctx, log)
 	if err != nil {
 		return nil, err
