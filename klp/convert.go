@@ -41,7 +41,12 @@ func klpSymObject(name string) (string, bool) {
 // SHF_ALLOC (the core reads it again when a patched module loads later,
 // after the module loader has freed non-allocated sections) and
 // SHF_INFO_LINK. It returns how many relocations moved.
-func ConvertRelocations(f *elfobj.File) (int, error) {
+//
+// The OBJ of a .klp.rela section is the object whose loading lets the
+// core write it: normally the symbol's own object; owners overrides that
+// for symbols of other modules that a patched module uses (its
+// dependencies, loaded before it), keyed by the .klp.sym name.
+func ConvertRelocations(f *elfobj.File, owners map[string]string) (int, error) {
 	klpObj := map[*elfobj.Symbol]string{}
 	for _, s := range f.Symbols {
 		if s == nil || s.Section != nil {
@@ -53,6 +58,9 @@ func ConvertRelocations(f *elfobj.File) (int, error) {
 			}
 			s.Shndx = elfobj.SHNLivepatch
 			s.Bind = elf.STB_GLOBAL
+			if o, ok := owners[s.Name]; ok {
+				obj = o
+			}
 			klpObj[s] = obj
 		} else if strings.HasPrefix(s.Name, klpSymPrefix) {
 			return 0, fmt.Errorf("livepatch symbol %q is not of the form .klp.sym.OBJECT.NAME,POS", s.Name)

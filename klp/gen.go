@@ -15,11 +15,43 @@ type hookData struct {
 	Replace bool
 	BuildID []byte
 	Objects []hookObject
+	// Namespaces are the export namespaces of the symbols the module
+	// imports (MODULE_IMPORT_NS), as modpost requires.
+	Namespaces []string
 }
 
 type hookObject struct {
 	Name  string // "vmlinux" or a module name
 	Funcs []hookFunc
+	// The object's callbacks (symbols of functions in the units), "" for none.
+	PrePatch, PostPatch, PreUnpatch, PostUnpatch string
+}
+
+func (o *hookObject) slot(kind string) *string {
+	switch kind {
+	case "pre_patch":
+		return &o.PrePatch
+	case "post_patch":
+		return &o.PostPatch
+	case "pre_unpatch":
+		return &o.PreUnpatch
+	case "post_unpatch":
+		return &o.PostUnpatch
+	}
+	return nil
+}
+
+func (o *hookObject) callback(kind string) string {
+	if p := o.slot(kind); p != nil {
+		return *p
+	}
+	return ""
+}
+
+func (o *hookObject) setCallback(kind, sym string) {
+	if p := o.slot(kind); p != nil {
+		*p = sym
+	}
 }
 
 type hookFunc struct {
@@ -68,6 +100,10 @@ var hookTemplate = template.Must(template.New("hook").Funcs(template.FuncMap{
 
 /* The replacement functions, linked in from the diff engine's output. */
 {{range .Objects}}{{range .Funcs}}extern char {{.NewSym}}[];
+{{end}}{{end}}{{range .Objects}}{{if .PrePatch}}extern int {{.PrePatch}}(struct klp_object *obj);
+{{end}}{{if .PostPatch}}extern void {{.PostPatch}}(struct klp_object *obj);
+{{end}}{{if .PreUnpatch}}extern void {{.PreUnpatch}}(struct klp_object *obj);
+{{end}}{{if .PostUnpatch}}extern void {{.PostUnpatch}}(struct klp_object *obj);
 {{end}}{{end}}
 {{range $i, $o := .Objects}}/* {{$o.Name}} */
 static struct klp_func livefix_funcs_{{$i}}[] = {
@@ -83,7 +119,13 @@ static struct klp_func livefix_funcs_{{$i}}[] = {
 {{range $i, $o := .Objects}}	{
 		.name = {{if eq $o.Name "vmlinux"}}NULL{{else}}{{cstr $o.Name}}{{end}},
 		.funcs = livefix_funcs_{{$i}},
-	},
+{{if or $o.PrePatch $o.PostPatch $o.PreUnpatch $o.PostUnpatch}}		.callbacks = {
+{{if $o.PrePatch}}			.pre_patch = {{$o.PrePatch}},
+{{end}}{{if $o.PostPatch}}			.post_patch = {{$o.PostPatch}},
+{{end}}{{if $o.PreUnpatch}}			.pre_unpatch = {{$o.PreUnpatch}},
+{{end}}{{if $o.PostUnpatch}}			.post_unpatch = {{$o.PostUnpatch}},
+{{end}}		},
+{{end}}	},
 {{end}}	{ }
 };
 
@@ -177,4 +219,5 @@ module_exit(livefix_exit);
 MODULE_LICENSE("GPL");
 MODULE_DESCRIPTION("livefix live patch {{.Name}} level {{.Level}}");
 MODULE_INFO(livepatch, "Y");
-`))
+{{range .Namespaces}}MODULE_IMPORT_NS({{.}});
+{{end}}`))

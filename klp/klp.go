@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
@@ -211,6 +210,10 @@ func build(ctx context.Context, spec *Spec, outDir string, log io.Writer) (*Mani
 	if err != nil {
 		return nil, err
 	}
+	namespaces, err := ReadExportNamespaces(filepath.Join(t.Headers, "Module.symvers"))
+	if err != nil {
+		return nil, err
+	}
 	modulesDir := filepath.Dir(t.Headers)
 
 	work := spec.WorkDir
@@ -237,6 +240,7 @@ func build(ctx context.Context, spec *Spec, outDir string, log io.Writer) (*Mani
 		}
 	}
 
+	env := newUnitEnv(ctx, exports, namespaces, defined, modulesDir)
 	hook := hookData{Name: spec.Name, Level: spec.Level, Release: t.Release, Replace: !spec.NoReplace, BuildID: buildID}
 	m := &Manifest{
 		Name: spec.Name, Module: spec.Name + ".ko", Kernel: t.Release, BuildID: hex.EncodeToString(buildID),
@@ -262,7 +266,8 @@ func build(ctx context.Context, spec *Spec, outDir string, log io.Writer) (*Mani
 		ho := hookObject{Name: o.Name}
 		mo := ManifestObject{Name: o.Name}
 		for _, u := range o.Units {
-			lu, err := rewriteUnit(n, o.Name, u, syms, exports, defined)
+			env.syms = syms
+			lu, err := rewriteUnit(n, o.Name, u, env)
 			if err != nil {
 				return nil, err
 			}
@@ -278,6 +283,15 @@ func build(ctx context.Context, spec *Spec, outDir string, log io.Writer) (*Mani
 			}
 			members = append(members, member)
 			ho.Funcs = append(ho.Funcs, lu.funcs...)
+			for kind, sym := range lu.callbacks {
+				if prev := ho.callback(kind); prev != "" {
+					return nil, fmt.Errorf("%s: a second %s callback for object %s (%s has one already): one per object", u.Source, kind, o.Name, prev)
+				}
+				ho.setCallback(kind, sym)
+			}
+			for _, fn := range lu.ignored {
+				fmt.Fprintf(log, "klp: %s: %s changed but is ignored (KPATCH_IGNORE_FUNCTION)\n", u.Source, fn)
+			}
 			for _, f := range lu.funcs {
 				mo.Functions = append(mo.Functions, ManifestFunc{Name: f.OldName, Sympos: f.Sympos, Symbol: f.NewSym, Source: u.Source})
 			}
@@ -287,6 +301,7 @@ func build(ctx context.Context, spec *Spec, outDir string, log io.Writer) (*Mani
 		hook.Objects = append(hook.Objects, ho)
 		m.Objects = append(m.Objects, mo)
 	}
+	hook.Namespaces = env.namespaceList()
 	src, err := GenerateHook(hook)
 	if err != nil {
 		return nil, err
@@ -309,7 +324,7 @@ func build(ctx context.Context, spec *Spec, outDir string, log io.Writer) (*Mani
 	if err != nil {
 		return nil, fmt.Errorf("link livepatch module: %w", err)
 	}
-	moved, err := ConvertRelocations(ko)
+	moved, err := ConvertRelocations(ko, env.owners)
 	if err != nil {
 		return nil, fmt.Errorf("livepatch relocations: %w", err)
 	}
@@ -379,21 +394,21 @@ func modulePath(modulesDir, name string) (string, error) {
 
 // linkedUnit is a unit's output ready to be linked into the module.
 type linkedUnit struct {
-	file  *elfobj.File
-	funcs []hookFunc
+	file      *elfobj.File
+	funcs     []hookFunc
+	callbacks map[string]string // callback kind -> its function's symbol
+	ignored   []string          // changed functions KPATCH_IGNORE_FUNCTION keeps unpatched
 }
 
 var identRE = regexp.MustCompile(`[^A-Za-z0-9_]`)
 
 // rewriteUnit copies a unit's output and renames its symbols for linking:
 // replaced functions become global livefix_uN_NAME symbols, and references
-// the module cannot link normally become .klp.sym.OBJ.NAME,POS symbols.
-// A reference stays as it is when it is a global that another unit of the
-// patch defines, or a global exported by vmlinux (or, for a module
-// object, by a module other than the patched one: the patched module's own
-// exports go through the livepatch core too, so the patch can load before
-// it).
-func rewriteUnit(n int, object string, u Unit, syms *Symbols, exports Exports, defined map[string]bool) (*linkedUnit, error) {
+// the module cannot link normally become .klp.sym.OBJ.NAME,POS symbols
+// (see resolveRef for the rules), after which the unit's jump-table and
+// static-call entries that the kernel would process too early are dropped
+// or refused (filterEarlySections).
+func rewriteUnit(n int, object string, u Unit, env *unitEnv) (*linkedUnit, error) {
 	data, err := u.Result.Output.Write()
 	if err != nil {
 		return nil, fmt.Errorf("%s: copy diff output: %w", u.Source, err)
@@ -401,6 +416,10 @@ func rewriteUnit(n int, object string, u Unit, syms *Symbols, exports Exports, d
 	f, err := elfobj.Read(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: copy diff output: %w", u.Source, err)
+	}
+	markers, err := takeMarkers(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", u.Source, err)
 	}
 	near := map[string]bool{}
 	local := map[string]bool{}
@@ -413,8 +432,10 @@ func rewriteUnit(n int, object string, u Unit, syms *Symbols, exports Exports, d
 	for _, fn := range u.Result.Funcs {
 		near[fn.OrigName] = true
 	}
+	var orig *elfobj.File
 	if u.Orig != "" {
-		if orig, err := elfobj.Open(u.Orig); err == nil {
+		if o, err := elfobj.Open(u.Orig); err == nil {
+			orig = o
 			for _, s := range orig.Symbols[1:] {
 				if s.Section != nil && s.Name != "" && s.Type != elf.STT_SECTION && s.Type != elf.STT_FILE {
 					near[s.Name] = true
@@ -422,16 +443,22 @@ func rewriteUnit(n int, object string, u Unit, syms *Symbols, exports Exports, d
 			}
 		}
 	}
-	file := path.Base(u.Source)
 	where := func(err error) error { return fmt.Errorf("%s: %w", u.Source, err) }
+	syms := env.syms
 
-	lu := &linkedUnit{file: f}
+	lu := &linkedUnit{file: f, callbacks: map[string]string{}}
 	for _, fn := range u.Result.Funcs {
+		// By either name: the engine may rename the included copy
+		// (NAME.livefix) when the marker takes the original's address.
+		if markers.ignore[fn.Name] || markers.ignore[fn.OrigName] {
+			lu.ignored = append(lu.ignored, fn.OrigName)
+			continue
+		}
 		sym := f.SymbolByName(fn.Name)
 		if sym == nil || sym.Section == nil {
 			return nil, where(fmt.Errorf("replaced function %s is missing from the diff output", fn.Name))
 		}
-		pos, err := syms.Sympos(fn.OrigName, fn.Local, file, near)
+		pos, err := env.sympos(object, fn.OrigName, fn.Local, u.Source, near, orig)
 		if err != nil {
 			return nil, where(err)
 		}
@@ -440,27 +467,70 @@ func rewriteUnit(n int, object string, u Unit, syms *Symbols, exports Exports, d
 		sym.Other = 0 // default visibility
 		lu.funcs = append(lu.funcs, hookFunc{OldName: fn.OrigName, NewSym: sym.Name, Sympos: pos})
 	}
+	for kind, sym := range markers.callbacks {
+		if !strings.HasPrefix(sym.Name, "livefix_u") {
+			sym.Name = fmt.Sprintf("livefix_u%d_%s", n, identRE.ReplaceAllString(sym.Name, "_"))
+		}
+		sym.Bind = elf.STB_GLOBAL
+		sym.Other = 0
+		lu.callbacks[kind] = sym.Name
+	}
 	for _, s := range f.Symbols[1:] {
 		if s.Section != nil || s.Shndx != elf.SHN_UNDEF || s.Name == "" {
 			continue
 		}
-		isLocal := local[s.Name]
-		if !isLocal {
-			if defined[s.Name] {
-				continue
-			}
-			if exp, ok := exports[s.Name]; ok && (exp == "vmlinux" || exp != object) {
-				continue
-			}
-			if object != "vmlinux" && syms.byName[s.Name] == nil {
-				return nil, where(fmt.Errorf("refers to %s, which is neither exported nor part of module %s; a module-specific live patch can only reach exported kernel symbols", s.Name, object))
+		name, isLocal := s.Name, local[s.Name]
+		if !isLocal && object != "vmlinux" {
+			// An alias (cleanup_module, init_module) names the module's
+			// exit or init function under a second, global name; the
+			// diff engine prefers global names, the module's symbol
+			// table counts the real one.
+			if real, ok := aliasTarget(orig, name, syms); ok {
+				if syms.byName[real] == nil {
+					return nil, where(fmt.Errorf("refers to %s (%s), which is not in module %s's symbol table once loaded (init code is freed after module init); a live patch cannot reach it", name, real, object))
+				}
+				name, isLocal = real, true
 			}
 		}
-		pos, err := syms.Sympos(s.Name, isLocal, file, near)
+		if !isLocal {
+			if env.defined[name] {
+				continue
+			}
+			if exp, ok := env.exports[name]; ok {
+				switch {
+				case exp == "vmlinux":
+					env.useExport(name)
+					continue
+				case exp != object && object == "vmlinux":
+					env.useExport(name)
+					continue
+				case exp != object:
+					// Another module's export, used by a patch to a
+					// module: a livepatch relocation resolved when the
+					// patched module loads (its dependencies are loaded
+					// by then), never a hard dependency of the patch.
+					kname, err := env.otherModuleRef(object, exp, name)
+					if err != nil {
+						return nil, where(err)
+					}
+					s.Name = kname
+					continue
+				}
+			}
+			if object != "vmlinux" && syms.byName[name] == nil {
+				return nil, where(fmt.Errorf("refers to %s, which is neither exported nor part of module %s; a module-specific live patch can only reach exported kernel symbols", name, object))
+			}
+		}
+		pos, err := env.sympos(object, name, isLocal, u.Source, near, orig)
 		if err != nil {
 			return nil, where(err)
 		}
-		s.Name = KlpSymName(object, s.Name, pos)
+		s.Name = KlpSymName(object, name, pos)
+	}
+	if object != "vmlinux" {
+		if err := filterEarlySections(f, object); err != nil {
+			return nil, where(err)
+		}
 	}
 	return lu, nil
 }

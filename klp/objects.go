@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/livefix/livefix/internal/kbuild"
 )
 
 // ObjectOf decides which kernel object a C file of the source tree is
@@ -84,4 +86,29 @@ func compositeOf(mk []byte, obj string) string {
 		}
 	}
 	return ""
+}
+
+// objectOfPair decides a compiled unit's kernel object: the override
+// first, then what kbuild recorded when it compiled the unit (-DMODULE
+// and KBUILD_MODNAME in its .cmd file, which covers composite objects,
+// files listed by a parent directory's Makefile and .c files included by
+// another), and ObjectOf's Makefile rule when there is no record. A
+// recorded module the kernel does not ship is an error: the tree's config
+// is not the kernel's.
+func objectOfPair(treeDir, modulesDir string, p kbuild.ObjectPair, override map[string]string) (string, error) {
+	if _, ok := override[p.Source]; ok || p.Object == "" {
+		return ObjectOf(treeDir, modulesDir, p.Source, override)
+	}
+	for _, inc := range p.Includes {
+		if _, ok := override[inc]; ok {
+			return ObjectOf(treeDir, modulesDir, inc, override)
+		}
+	}
+	if p.Object == "vmlinux" {
+		return "vmlinux", nil
+	}
+	if _, err := modulePath(modulesDir, p.Object); err != nil {
+		return "", fmt.Errorf("%s was compiled for module %s, which the kernel does not ship: %w", p.Source, p.Object, err)
+	}
+	return p.Object, nil
 }

@@ -87,8 +87,14 @@ func FromPatches(ctx context.Context, req Request) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The tree must build the target kernel's code: same source version,
+	// the same config after olddefconfig (and, below, the same compiler).
+	if err := tree.Check(ctx, log); err != nil {
+		return nil, err
+	}
 	emit(Step{Name: "prepare", Seconds: time.Since(t).Seconds(), Detail: tree.Dir})
 
+	tree.Includes = CompatHeaders()
 	objDir := req.WorkDir
 	if objDir == "" {
 		d, err := os.MkdirTemp("", "livefix-objs-")
@@ -105,6 +111,9 @@ func FromPatches(ctx context.Context, req Request) (*Manifest, error) {
 		if strings.Contains(err.Error(), "apply ") || errors.Is(err, kbuild.ErrPatch) || strings.Contains(err.Error(), "only changes to .c files") || strings.Contains(err.Error(), "patches may only change existing") {
 			return nil, fmt.Errorf("%w: %w", err, ErrBadInput)
 		}
+		return nil, err
+	}
+	if err := tree.CheckCompiler(ctx, pairs[0].Orig); err != nil {
 		return nil, err
 	}
 	var names []string
@@ -181,7 +190,7 @@ func diffPairs(ctx context.Context, treeDir, modulesDir string, pairs []kbuild.O
 			}
 			continue
 		}
-		obj, err := ObjectOf(treeDir, modulesDir, p.Source, override)
+		obj, err := objectOfPair(treeDir, modulesDir, p, override)
 		if err != nil {
 			return nil, err
 		}

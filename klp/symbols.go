@@ -73,7 +73,9 @@ func ParseKallsyms(r io.Reader) (*Symbols, error) {
 
 // ModuleSymbols reads a module's symbol table from its .ko (plain or .xz,
 // .zst, .gz compressed), keeping the symbols the kernel's module kallsyms
-// keeps (defined in an allocated, non-init section), in table order.
+// keeps once the module has loaded (defined in an allocated, non-init
+// section; exit code stays, as Debian's kernels set CONFIG_MODULE_UNLOAD),
+// in table order.
 func ModuleSymbols(ctx context.Context, object, path string) (*Symbols, error) {
 	data, err := kbuild.ReadModule(ctx, path)
 	if err != nil {
@@ -90,7 +92,7 @@ func ModuleSymbols(ctx context.Context, object, path string) (*Symbols, error) {
 			file = sym.Name
 			continue
 		}
-		if sym.Name == "" || sym.Section == nil || sym.Section.Flags&elf.SHF_ALLOC == 0 || strings.HasPrefix(sym.Section.Name, ".init") || strings.HasPrefix(sym.Section.Name, ".exit") {
+		if sym.Name == "" || sym.Section == nil || sym.Section.Flags&elf.SHF_ALLOC == 0 || strings.HasPrefix(sym.Section.Name, ".init") {
 			continue
 		}
 		s.add(sym.Name, sym.Bind != elf.STB_LOCAL, file)
@@ -134,7 +136,7 @@ func (s *Symbols) Sympos(name string, local bool, file string, near map[string]b
 			return globals[0] + 1, nil
 		}
 	}
-	if file != "" && s.Object != "vmlinux" {
+	if file != "" { // a module, or a vmlinux with its full symbol table
 		var hits []int
 		for k, i := range idx {
 			if s.File[i] == file {
@@ -172,7 +174,9 @@ func (s *Symbols) Sympos(name string, local bool, file string, near map[string]b
 }
 
 // VmlinuxSymbols returns the running order of vmlinux's symbols for the
-// target whose build-id is buildID. Debian ships a placeholder
+// target whose build-id is buildID. A vmlinux with its full symbol table
+// (t.Vmlinux, --vmlinux) is used when given: it also names each static's
+// file (VmlinuxFileSymbols). Debian ships a placeholder
 // System.map (the real one is in the -dbg package), so the sources tried
 // are, in order: t.SystemMap when it is a real map; a cached listing for
 // this build-id under kbuild.CacheDir(); the host's /proc/kallsyms when
@@ -182,6 +186,14 @@ func (s *Symbols) Sympos(name string, local bool, file string, near map[string]b
 func VmlinuxSymbols(ctx context.Context, t kbuild.Target, buildID []byte, log io.Writer) (*Symbols, error) {
 	if log == nil {
 		log = io.Discard
+	}
+	if t.Vmlinux != "" {
+		syms, err := VmlinuxFileSymbols(t.Vmlinux, buildID)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(log, "klp: vmlinux symbols and their files from %s\n", t.Vmlinux)
+		return syms, nil
 	}
 	if t.SystemMap != "" {
 		if data, err := os.ReadFile(t.SystemMap); err == nil && bytes.Count(data, []byte("\n")) > 1000 {
@@ -280,6 +292,23 @@ func ReadExports(path string) (Exports, error) {
 		return nil, errors.New("read exports: " + path + " lists no symbols")
 	}
 	return ex, nil
+}
+
+// ReadExportNamespaces reads the namespace column of a Module.symvers:
+// exported symbol -> namespace, for the symbols exported into one.
+func ReadExportNamespaces(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read exports: %w; the kernel headers must include Module.symvers", err)
+	}
+	ns := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) >= 5 && f[4] != "" {
+			ns[f[1]] = f[4]
+		}
+	}
+	return ns, nil
 }
 
 // moduleName is the kernel's name for a module path: base name without

@@ -110,7 +110,7 @@ func klpTestObject() (*elfobj.File, *elfobj.Section) {
 
 func TestConvertRelocations(t *testing.T) {
 	f, _ := klpTestObject()
-	moved, err := ConvertRelocations(f)
+	moved, err := ConvertRelocations(f, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +193,7 @@ func TestConvertRelocationsErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f, _ := klpTestObject()
 			tc.edit(f)
-			_, err := ConvertRelocations(f)
+			_, err := ConvertRelocations(f, nil)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("err = %v, want one containing %q", err, tc.want)
 			}

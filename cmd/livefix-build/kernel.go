@@ -21,7 +21,7 @@ import (
 )
 
 const kernelUsage = `usage: livefix-build kernel --patch FILE [--patch FILE...] --name NAME
-       [--kernel RELEASE] [--source TARBALL|DIR] [--config FILE] [--level N]
+       [--kernel RELEASE] [--source TARBALL|DIR] [--config FILE] [--vmlinux FILE] [--level N]
        [--module-object MODNAME=path/in/tree.c ...] [-o DIR] [--keep-tmp] [-v] [--json]
 
 Builds a kernel livepatch module from source patches (unified diffs that
@@ -47,6 +47,7 @@ func runKernel(args []string, stdout, stderr io.Writer) int {
 	release := fs.String("kernel", "", "kernel release (default: newest in /boot)")
 	source := fs.String("source", "", "kernel source tarball or directory (default /usr/src/linux-source-X.Y.tar.xz)")
 	config := fs.String("config", "", "kernel config (default /boot/config-RELEASE)")
+	vmlinux := fs.String("vmlinux", "", "vmlinux with the full symbol table, for exact positions of duplicate statics (default /usr/lib/debug/boot/vmlinux-RELEASE from linux-image-RELEASE-dbg, if installed)")
 	level := fs.Int("level", 1, "cumulative patch level; a higher level replaces the loaded lower ones")
 	outDir := fs.String("o", ".", "output directory")
 	keep := fs.Bool("keep-tmp", false, "keep the work directory (objects, generated module) and print its path")
@@ -107,6 +108,9 @@ func runKernel(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "livefix-build kernel: %v\n", err)
 		return exitBadInput
+	}
+	if *vmlinux != "" {
+		tgt.Vmlinux = *vmlinux
 	}
 
 	work := ""

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +19,15 @@ type ObjectPair struct {
 	Source  string // path relative to the tree, e.g. fs/proc/cmdline.c
 	Orig    string // object compiled from the pristine source
 	Patched string // object compiled from the patched source
+	// Object is the kernel object kbuild compiled the unit for, from the
+	// command it recorded in the unit's .cmd file: "vmlinux", or the
+	// module's name (dashes as underscores) when it was compiled with
+	// -DMODULE; "" when the record is missing.
+	Object string
+	// Includes lists the touched .c files the unit #includes rather than
+	// compiles itself (kernel/sched/rt.c in build_policy.c); empty when
+	// Source is the touched file.
+	Includes []string
 }
 
 // PatchCFLAGS are the extra compiler flags of every object BuildPair
@@ -65,11 +75,19 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 		}
 	}
 	var sources, refused []string
+	includedBy := map[string][]string{} // translation unit -> touched .c files it includes
 	for _, f := range touched {
-		if strings.HasSuffix(f, ".c") {
-			sources = append(sources, f)
-		} else {
+		if !strings.HasSuffix(f, ".c") {
 			refused = append(refused, f)
+			continue
+		}
+		for _, u := range tr.unitsOf(f) {
+			if u != f {
+				includedBy[u] = append(includedBy[u], f)
+			}
+			if !slices.Contains(sources, u) {
+				sources = append(sources, u)
+			}
 		}
 	}
 	if len(refused) > 0 {
@@ -107,9 +125,10 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 	for i, s := range sources {
 		obj := strings.TrimSuffix(s, ".c") + ".o"
 		pairs[i] = ObjectPair{
-			Source:  s,
-			Orig:    filepath.Join(outDir, "orig", obj),
-			Patched: filepath.Join(outDir, "patched", obj),
+			Source:   s,
+			Orig:     filepath.Join(outDir, "orig", obj),
+			Patched:  filepath.Join(outDir, "patched", obj),
+			Includes: includedBy[s],
 		}
 	}
 	defer tr.removeObjects(sources)
@@ -117,10 +136,21 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 	if err := tr.buildObjects(ctx, sources, "orig", func(i int) string { return pairs[i].Orig }, log); err != nil {
 		return nil, err
 	}
+	for i, s := range sources {
+		pairs[i].Object = tr.recordedObject(s)
+	}
 
 	// From here on the tree is modified; the marker written by
 	// saveAndMark lets anyone revert it, and the deferred revert does.
-	if err := tr.saveAndMark(touched); err != nil {
+	var incNames []string
+	for name := range tr.Includes {
+		if name != filepath.Base(name) || !strings.HasSuffix(name, ".h") {
+			return nil, fmt.Errorf("build objects: include %q: want a header file name", name)
+		}
+		incNames = append(incNames, filepath.Join("include", name))
+	}
+	slices.Sort(incNames)
+	if err := tr.saveAndMark(append(slices.Clone(touched), incNames...)); err != nil {
 		return nil, fmt.Errorf("build objects: %w", err)
 	}
 	defer func() {
@@ -134,6 +164,11 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 			return nil, fmt.Errorf("build objects: apply %s: %w:%s", p, err, tail(out, 10))
 		}
 		fmt.Fprintf(log, "kbuild: applied %s\n", p)
+	}
+	for _, rel := range incNames {
+		if err := os.WriteFile(filepath.Join(tr.Dir, rel), tr.Includes[filepath.Base(rel)], 0o644); err != nil {
+			return nil, fmt.Errorf("build objects: %w", err)
+		}
 	}
 	if err := tr.buildObjects(ctx, sources, "patched", func(i int) string { return pairs[i].Patched }, log); err != nil {
 		return nil, err

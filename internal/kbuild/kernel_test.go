@@ -70,6 +70,12 @@ func TestBuildPairDebianKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("BuildPair: %.1fs", time.Since(start).Seconds())
+	if err := tr.Check(ctx, logWriter{t}); err != nil {
+		t.Errorf("tree check: %v", err)
+	}
+	if err := tr.CheckCompiler(ctx, pairs[0].Orig); err != nil {
+		t.Errorf("compiler check: %v", err)
+	}
 	if fileSum(t, src) != before {
 		t.Fatal("fs/proc/cmdline.c differs after BuildPair; the cached tree is no longer pristine")
 	}

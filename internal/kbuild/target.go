@@ -21,6 +21,10 @@ type Target struct {
 	Headers   string // /lib/modules/RELEASE/build
 	Vmlinuz   string // /boot/vmlinuz-RELEASE
 	SystemMap string // /boot/System.map-RELEASE
+	// Vmlinux is a vmlinux with its full symbol table, for exact sympos
+	// (default /usr/lib/debug/boot/vmlinux-RELEASE when Debian's
+	// linux-image-RELEASE-dbg is installed); empty when there is none.
+	Vmlinux string
 }
 
 // bootDir and friends are variables so tests can point them elsewhere.
@@ -28,7 +32,14 @@ var (
 	bootDir    = "/boot"
 	modulesDir = "/lib/modules"
 	srcDir     = "/usr/src"
+	// debugBootDir is where linux-image-RELEASE-dbg installs vmlinux.
+	debugBootDir = "/usr/lib/debug/boot"
 )
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
 
 // DefaultTarget returns the Debian-packaged kernel with the given release,
 // or the newest one in /boot when release is empty. Its error names every
@@ -51,6 +62,9 @@ func DefaultTarget(release string) (Target, error) {
 		Headers:   filepath.Join(modulesDir, release, "build"),
 		Vmlinuz:   filepath.Join(bootDir, "vmlinuz-"+release),
 		SystemMap: filepath.Join(bootDir, "System.map-"+release),
+	}
+	if dbg := filepath.Join(debugBootDir, "vmlinux-"+release); fileExists(dbg) {
+		t.Vmlinux = dbg
 	}
 	var missing []string
 	for _, p := range []string{t.Vmlinuz, t.Config, t.SystemMap, filepath.Join(t.Headers, "Makefile"), t.Source} {

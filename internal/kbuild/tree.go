@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -29,6 +30,10 @@ const (
 type Tree struct {
 	Dir    string // the kernel source tree, ready for single-object builds
 	Target Target
+	// Includes are headers (file name -> contents) BuildPair puts in the
+	// tree's include/ directory for the patched build only, and removes
+	// with the patch: livefix's kpatch-macros.h, which patches include.
+	Includes map[string][]byte
 
 	root  string // CacheDir()/kernel/RELEASE-HASH: Dir, stamps, marker, backups
 	lock  string // lock file serialising every user of root
@@ -86,6 +91,14 @@ func Prepare(ctx context.Context, t Target, log io.Writer) (*Tree, error) {
 	extractedStamp := "extract-version=" + extractVersion + "\n" + source
 	tr.stamp = extractedStamp + "prepare-version=" + prepareVersion + "\nrelease=" + t.Release + "\nconfig-sha256=" + hash + "\n"
 
+	// A prepared tree with no patch applied needs no lock to be handed
+	// out: BuildPair takes the lock, repairs and re-checks the stamp
+	// itself. This spares every build one wait for the shared tree.
+	if _, err := os.Stat(filepath.Join(tr.root, markerName)); errors.Is(err, os.ErrNotExist) &&
+		stampIs(filepath.Join(tr.root, preparedName), tr.stamp) {
+		fmt.Fprintf(log, "kbuild: using prepared tree %s\n", tr.Dir)
+		return tr, nil
+	}
 	unlock, err := tr.acquire(ctx, log)
 	if err != nil {
 		return nil, err
@@ -199,32 +212,59 @@ func localConfig(config []byte) []byte {
 }
 
 // acquire takes the tree's exclusive lock, waiting for other holders
-// while ctx allows.
+// while ctx allows. It waits in the kernel (a blocking flock), so that it
+// gets the lock as soon as the holder releases it rather than at its next
+// poll.
 func (tr *Tree) acquire(ctx context.Context, log io.Writer) (func(), error) {
 	f, err := os.OpenFile(tr.lock, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("lock kernel tree: %w", err)
 	}
-	told := false
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { _ = f.Close() }, nil // closing releases the lock
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	if err == nil {
+		return func() { _ = f.Close() }, nil // closing releases the lock
+	}
+	if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+		_ = f.Close()
+		return nil, fmt.Errorf("lock kernel tree %s: %w", tr.lock, err)
+	}
+	fmt.Fprintf(log, "kbuild: waiting for another livefix build using %s\n", tr.root)
+	got := make(chan error, 1)
+	var mu sync.Mutex
+	abandoned := false
+	go func() {
+		var err error
+		for {
+			err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+			if !errors.Is(err, syscall.EINTR) {
+				break
+			}
 		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+		mu.Lock()
+		defer mu.Unlock()
+		if abandoned {
+			_ = f.Close() // the caller gave up: release at once
+			return
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
 			_ = f.Close()
 			return nil, fmt.Errorf("lock kernel tree %s: %w", tr.lock, err)
 		}
-		if !told {
-			fmt.Fprintf(log, "kbuild: waiting for another livefix build using %s\n", tr.root)
-			told = true
-		}
+		return func() { _ = f.Close() }, nil
+	case <-ctx.Done():
+		mu.Lock()
+		defer mu.Unlock()
 		select {
-		case <-ctx.Done():
+		case <-got: // the lock came just now
 			_ = f.Close()
-			return nil, fmt.Errorf("lock kernel tree: %w", ctx.Err())
-		case <-time.After(200 * time.Millisecond):
+		default:
+			abandoned = true
 		}
+		return nil, fmt.Errorf("lock kernel tree: %w", ctx.Err())
 	}
 }
 
