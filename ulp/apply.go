@@ -207,7 +207,7 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 // short function leaves it at once. If a few nudges do not help (a
 // thread is parked there), the whole process runs for a while before the
 // next stop, so that it never stays stopped for long.
-func stopSafely(in func(stop func(*proc.Process) error) error, spans []span, opts Options, ps *pauses, commit func() error) (int, error) {
+func stopSafely(in func(stop func(*proc.Process) error) error, spans []span, unw *unwinder, opts Options, ps *pauses, commit func() error) (int, error) {
 	sort.Slice(spans, func(i, j int) bool { return spans[i].lo < spans[j].lo })
 	const nudges = 8
 	deadline := time.Now().Add(opts.timeout())
@@ -228,7 +228,7 @@ func stopSafely(in func(stop func(*proc.Process) error) error, spans []span, opt
 			}
 			stops++
 			for n := 0; ; n++ {
-				tids, why := inTheWay(stacks, spans)
+				tids, why := inTheWay(pr, stacks, spans, unw)
 				if len(tids) == 0 {
 					safe = true
 					return commit()
@@ -263,9 +263,14 @@ func stopSafely(in func(stop func(*proc.Process) error) error, spans []span, opt
 // maxStackWords bounds the conservative stack scan per thread (2 MiB).
 const maxStackWords = 1 << 18
 
-// inTheWay returns the threads whose ip or stack refers into spans, and
-// a description of the first one.
-func inTheWay(stacks []proc.ThreadStack, spans []span) ([]int, string) {
+// inTheWay returns the threads whose ip or one of whose return addresses
+// lies in spans, and a description of the first one. With an unwinder
+// the return addresses are those of the thread's frames, as the call
+// frame information finds them (through signal frames and onto the
+// interrupted stack of a sigaltstack handler); where unwinding stops
+// early, and without an unwinder, every word of the rest of the stack
+// counts (a conservative scan).
+func inTheWay(pr *proc.Process, stacks []proc.ThreadStack, spans []span, unw *unwinder) ([]int, string) {
 	find := func(a uint64) *span {
 		i := sort.Search(len(spans), func(i int) bool { return spans[i].hi > a })
 		for ; i < len(spans) && spans[i].lo <= a; i++ {
@@ -275,6 +280,7 @@ func inTheWay(stacks []proc.ThreadStack, spans []span) ([]int, string) {
 		}
 		return nil
 	}
+	more := func(a uint64) ([]uint64, error) { return pr.WordsAt(a, maxStackWords) }
 	var tids []int
 	why := ""
 	for _, st := range stacks {
@@ -285,14 +291,33 @@ func inTheWay(stacks []proc.ThreadStack, spans []span) ([]int, string) {
 			}
 			continue
 		}
-		for _, w := range st.Words {
+		ras, scan := []uint64(nil), st.Words
+		if unw != nil {
+			ras, scan = unw.returnAddrs(st, more)
+		}
+		hit := false
+		for _, w := range ras {
 			if sp := find(w); sp != nil {
-				tids = append(tids, st.Tid)
+				hit = true
 				if why == "" {
-					why = fmt.Sprintf("thread %d has a return address into %s on its stack", st.Tid, sp.what)
+					why = fmt.Sprintf("thread %d is in a call from %s (return address %#x)", st.Tid, sp.what, w)
 				}
 				break
 			}
+		}
+		for _, w := range scan {
+			if hit {
+				break
+			}
+			if sp := find(w); sp != nil {
+				hit = true
+				if why == "" {
+					why = fmt.Sprintf("thread %d has a return address into %s on its stack", st.Tid, sp.what)
+				}
+			}
+		}
+		if hit {
+			tids = append(tids, st.Tid)
 		}
 	}
 	return tids, why
@@ -426,7 +451,7 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, o
 	in := func(stop func(*proc.Process) error) error {
 		return pr.Run(func() error { return stop(pr) })
 	}
-	attempts, err = stopSafely(in, spans, opts, ps, func() error {
+	attempts, err = stopSafely(in, spans, newUnwinder(pid, v.objs), opts, ps, func() error {
 		var cur [5]byte
 		for _, j := range jumps {
 			if err := pr.ReadMem(j.at, cur[:]); err != nil {
@@ -676,7 +701,11 @@ func remove(pid int, sel []Applied, spans []span, opts Options, ps *pauses) (att
 		})
 		return err
 	}
-	attempts, err = stopSafely(in, spans, opts, ps, func() error {
+	var unw *unwinder
+	if objs, err := proc.Objects(pid); err == nil {
+		unw = newUnwinder(pid, objs)
+	}
+	attempts, err = stopSafely(in, spans, unw, opts, ps, func() error {
 		var u undo
 		for _, a := range sel {
 			for _, r := range a.Funcs {

@@ -204,10 +204,24 @@ func (p *Process) StackWords(tid int, max int) ([]uint64, error) {
 // ThreadStack is what a conservative stack scan needs of one stopped
 // thread.
 type ThreadStack struct {
-	Tid int
-	Rip uint64
+	Tid           int
+	Rip, Rsp, Rbp uint64
 	// Words are up to max words of the stack from rsp on, as StackWords.
 	Words []uint64
+}
+
+// WordsAt reads up to max words of a stopped process's memory from addr
+// to the end of the mapping that holds addr (another stack than the
+// thread's current one: the interrupted stack under a signal handler
+// running on a sigaltstack). Cheap inside Run: no hand-off.
+func (p *Process) WordsAt(addr uint64, max int) ([]uint64, error) {
+	var words []uint64
+	err := p.do(func() error {
+		var err error
+		words, err = p.stackWords(0, addr, max)
+		return err
+	})
+	return words, err
 }
 
 // Stacks returns, in one request to the tracer thread, the rip and the
@@ -262,7 +276,7 @@ func (p *Process) stacks(max int) ([]ThreadStack, error) {
 		} else if err != nil {
 			return nil, fmt.Errorf("get registers of thread %d: %w", tid, err)
 		}
-		ts := ThreadStack{Tid: tid, Rip: regs.Rip}
+		ts := ThreadStack{Tid: tid, Rip: regs.Rip, Rsp: regs.Rsp, Rbp: regs.Rbp}
 		if max > 0 {
 			w, err := p.stackWords(tid, regs.Rsp, max)
 			if err != nil {
