@@ -23,6 +23,8 @@ var (
 	ErrNotApplied = errors.New("patch not applied")
 	// ErrAlreadyApplied: this exact patch is already applied.
 	ErrAlreadyApplied = errors.New("patch already applied")
+	// ErrInit: ApplyAll leaves pid 1 alone unless Options.IncludeInit.
+	ErrInit = errors.New("pid 1 (init) is skipped unless included explicitly")
 )
 
 var endbr64 = []byte{0xf3, 0x0f, 0x1e, 0xfa}
@@ -37,6 +39,20 @@ type Options struct {
 	// AttachTimeout bounds each wait for a thread to stop (see
 	// proc.AttachOptions); zero means the proc default.
 	AttachTimeout time.Duration
+	// IncludeInit lets ApplyAll patch pid 1 too.
+	IncludeInit bool
+	// Notify, if set, receives what reconciling a record with the
+	// process's memory found and did (see reconcile).
+	Notify func(pid int, note string)
+}
+
+func (o Options) notify(rec *Record) {
+	if o.Notify == nil || rec == nil {
+		return
+	}
+	for _, n := range rec.Notes {
+		o.Notify(rec.Pid, n)
+	}
 }
 
 func (o Options) timeout() time.Duration {
@@ -119,6 +135,10 @@ func ApplyAll(p *Patch, opts Options) (pids []int, res []*Result, errs []error, 
 	res = make([]*Result, len(pids))
 	errs = make([]error, len(pids))
 	for i, pid := range pids {
+		if pid == 1 && !opts.IncludeInit {
+			errs[i] = fmt.Errorf("pid 1: %w (--include-init)", ErrInit)
+			continue
+		}
 		res[i], errs[i] = applyLocked(s, pid, p, opts)
 	}
 	return pids, res, errs, nil
@@ -133,6 +153,7 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, proc.ErrNoProcess)
 	}
+	opts.notify(rec)
 	sum := p.Checksum()
 	var old *Applied
 	oldIdx := -1
@@ -171,8 +192,24 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 	defer boost()()
 	defer quietGC()()
 	var ps pauses
-	a, attempts, err := install(pid, v, pl, p, old, spans, opts, &ps)
+	others := append([]Applied(nil), rec.Patches...)
+	if old != nil {
+		others = append(others[:oldIdx:oldIdx], others[oldIdx+1:]...)
+	}
+	intent := func(a *Applied) error {
+		w := *a
+		w.State, w.Replaces = stateApplying, old
+		r := *rec
+		r.Patches = append(append([]Applied(nil), others...), w)
+		return s.save(&r)
+	}
+	a, attempts, err := install(pid, v, pl, p, old, spans, opts, &ps, intent)
 	if a == nil {
+		// Nothing changed: the record as it was (the intent, if written,
+		// is replaced).
+		if serr := s.save(rec); serr != nil {
+			err = errors.Join(err, serr)
+		}
 		return nil, err
 	}
 	if err != nil {
@@ -365,7 +402,7 @@ type jump struct {
 // unmapped (in the stop at hand, or in a cleanup stop), so that the
 // process is exactly as before. An error with a non-nil Applied means the
 // patch is in place but something after the commit failed.
-func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, opts Options, ps *pauses) (a *Applied, attempts int, err error) {
+func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, opts Options, ps *pauses, intent func(*Applied) error) (a *Applied, attempts int, err error) {
 	fail := func(err error) error {
 		return fmt.Errorf("pid %d: patch %s (process left unchanged): %w", pid, p.Name, err)
 	}
@@ -430,8 +467,21 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, o
 	if err := pr.WriteMem(base, img); err != nil {
 		return nil, 0, err
 	}
-	jumps, err := planJumps(pr, pl, base, old)
+	jumps, err := planJumps(pr, pl, base, old, v)
 	if err != nil {
+		return nil, 0, err
+	}
+	a = &Applied{
+		Name: p.Name, Level: p.Level, BuildID: p.Target.BuildID, Target: v.target.Path,
+		Checksum: p.Checksum(), Region: base, Size: pl.size, TextEnd: pl.textEnd, AppliedAt: time.Now().UTC(),
+		Head: bytes.Clone(img[:min(len(img), 16)]),
+	}
+	for _, j := range jumps {
+		a.Funcs = append(a.Funcs, j.r)
+	}
+	// Write-ahead: a livefix killed in the commit stop leaves a record
+	// that the next command reconciles with memory.
+	if err := intent(a); err != nil {
 		return nil, 0, err
 	}
 	var restores []Redirect
@@ -489,13 +539,6 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, o
 	if err != nil && !committed {
 		return nil, attempts, err
 	}
-	a = &Applied{
-		Name: p.Name, Level: p.Level, BuildID: p.Target.BuildID, Target: v.target.Path,
-		Checksum: p.Checksum(), Region: base, Size: pl.size, TextEnd: pl.textEnd, AppliedAt: time.Now().UTC(),
-	}
-	for _, j := range jumps {
-		a.Funcs = append(a.Funcs, j.r)
-	}
 	if err != nil || old == nil {
 		return a, attempts, err
 	}
@@ -516,7 +559,7 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, o
 
 // planJumps reads the entries of the functions to redirect (the process
 // may be running) and computes the jumps.
-func planJumps(pr *proc.Process, pl *plan, base uint64, old *Applied) ([]jump, error) {
+func planJumps(pr *proc.Process, pl *plan, base uint64, old *Applied, v *view) ([]jump, error) {
 	oldBy := map[uint64]*Redirect{}
 	if old != nil {
 		for i := range old.Funcs {
@@ -537,12 +580,21 @@ func planJumps(pr *proc.Process, pl *plan, base uint64, old *Applied) ([]jump, e
 			return nil, fmt.Errorf("function %s is %d bytes, too short for a 5-byte jump", f.origName, f.oldSize)
 		}
 		cur := bytes.Clone(entry[at-f.old : at-f.old+5])
-		orig := cur
+		// The original bytes come from the file, never from memory,
+		// which may hold a jump nobody recorded.
+		orig, err := v.timg.code(at-v.target.Bias, 5)
+		if err != nil {
+			return nil, fmt.Errorf("read entry of %s from %s: %w", f.origName, v.target.Path, err)
+		}
 		if r := oldBy[f.old]; r != nil {
-			orig = r.Orig
 			if !bytes.Equal(cur, jmpBytes(r.At, r.New)) {
 				return nil, fmt.Errorf("entry of %s no longer holds the jump of patch %s (changed by someone else?)", f.origName, old.Name)
 			}
+			if !bytes.Equal(r.Orig, orig) {
+				return nil, fmt.Errorf("entry of %s: patch %s recorded original bytes % x, the file has % x", f.origName, old.Name, r.Orig, orig)
+			}
+		} else if !bytes.Equal(cur, orig) {
+			return nil, fmt.Errorf("entry of %s holds % x in memory but % x in %s: the code was changed by something livefix has no record of (another live patching tool?); refusing to patch over it", f.origName, cur, orig, v.target.Path)
 		}
 		nw := pl.newAddr(f, base)
 		d := int64(nw) - int64(at+5)
@@ -646,6 +698,7 @@ func unpatchLocked(s *store, pid int, name string, opts Options) ([]*Result, err
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, proc.ErrNoProcess)
 	}
+	opts.notify(rec)
 	var sel, keep []Applied
 	for _, a := range rec.Patches {
 		if name == "" || a.Name == name {
@@ -667,8 +720,20 @@ func unpatchLocked(s *store, pid int, name string, opts Options) ([]*Result, err
 	defer boost()()
 	defer quietGC()()
 	var ps pauses
+	intent := *rec
+	intent.Patches = append([]Applied(nil), keep...)
+	for _, a := range sel {
+		a.State = stateRemoving
+		intent.Patches = append(intent.Patches, a)
+	}
+	if err := s.save(&intent); err != nil {
+		return nil, fmt.Errorf("pid %d: unpatch (process left unchanged): %w", pid, err)
+	}
 	attempts, committed, err := remove(pid, sel, spans, opts, &ps)
 	if !committed {
+		if serr := s.save(rec); serr != nil {
+			err = errors.Join(err, serr)
+		}
 		return nil, fmt.Errorf("pid %d: unpatch (process left unchanged): %w", pid, err)
 	}
 	rec.Patches = keep
