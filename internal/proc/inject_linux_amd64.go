@@ -506,6 +506,15 @@ func (p *Process) syscall(t *thread, nr uintptr, args ...uint64) (uint64, error)
 	regs.Orig_rax = ^uint64(0)
 	regs.Rdi, regs.Rsi, regs.Rdx, regs.R10, regs.R8, regs.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
 	group := t.group
+	if p.seccomp {
+		if err := suspendSeccomp(t.tid, true); err != nil {
+			if cleanup != nil {
+				cleanup()
+			}
+			return 0, fmt.Errorf("syscall %d: %w", nr, err)
+		}
+		defer suspendSeccomp(t.tid, false)
+	}
 	if err := unix.PtraceSetRegs(t.tid, &regs); err != nil {
 		if cleanup != nil {
 			cleanup()

@@ -93,6 +93,7 @@ type Process struct {
 	bootstrap bool          // creating it: inject through site
 	noScratch bool          // it cannot be created: inject through site
 	preMaps   []Mapping     // the maps before the attach, to find the scratch mapping
+	seccomp   bool          // the process runs under seccomp: suspend it around injections
 	mapsCache []Mapping     // valid while stopped and unchanged by us
 	mapsFile  *os.File      // /proc/PID/maps for PROCMAP_QUERY, or nil
 	noQuery   bool          // PROCMAP_QUERY is not available
@@ -170,6 +171,7 @@ func AttachRun(pid int, opts AttachOptions, f func(*Process) error) (*Process, e
 	// Read while the process runs: where an earlier livefix left the
 	// scratch mapping (see scratch_linux_amd64.go).
 	p.preMaps, _ = ReadMaps(pid)
+	p.seccomp = seccompMode(pid) != 0
 	go p.loop()
 	var ferr error
 	err := p.do(func() error {

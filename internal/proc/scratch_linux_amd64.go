@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -150,4 +153,39 @@ func restartFixup(r *unix.PtraceRegs) {
 		return
 	}
 	r.Orig_rax = ^uint64(0)
+}
+
+// seccompMode returns the Seccomp: field of /proc/PID/status (0 none,
+// 1 strict, 2 filter).
+func seccompMode(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Seccomp:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
+}
+
+// suspendSeccomp turns the seccomp filter of thread tid off (on) for the
+// injected syscall only: PTRACE_O_SUSPEND_SECCOMP, which the kernel
+// grants a tracer with CAP_SYS_ADMIN (in the initial user namespace) that
+// is not itself under seccomp; the target's own syscalls are filtered
+// again as soon as the injected one has run.
+func suspendSeccomp(tid int, on bool) error {
+	opts := uintptr(unix.PTRACE_O_TRACESYSGOOD)
+	if on {
+		opts |= unix.PTRACE_O_SUSPEND_SECCOMP
+	}
+	if err := ptrace(unix.PTRACE_SETOPTIONS, tid, 0, opts); err != nil {
+		if err == unix.EPERM {
+			return fmt.Errorf("thread %d runs under seccomp; suspending its filter for the injected syscalls needs CAP_SYS_ADMIN in the initial user namespace and a livefix not itself under seccomp: %w", tid, err)
+		}
+		return fmt.Errorf("suspend seccomp of thread %d: %w", tid, err)
+	}
+	return nil
 }
