@@ -219,6 +219,7 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 	res := &Result{Pid: pid, Patch: p.Name, Pause: ps.longest, Stopped: ps.total, Stops: ps.n, Attempts: attempts, Region: a.Region}
 	if old != nil {
 		res.Replaced = old.Name
+		rec.Kept = append(rec.Kept, keptOf(*old)...)
 		rec.Patches = append(rec.Patches[:oldIdx], rec.Patches[oldIdx+1:]...)
 	}
 	rec.Patches = append(rec.Patches, *a)
@@ -476,6 +477,9 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, o
 		Checksum: p.Checksum(), Region: base, Size: pl.size, TextEnd: pl.textEnd, AppliedAt: time.Now().UTC(),
 		Head: bytes.Clone(img[:min(len(img), 16)]),
 	}
+	if !pl.addrTaken {
+		a.Unmap = min(alignTo(pl.textEnd, pageSize), pl.size)
+	}
 	for _, j := range jumps {
 		a.Funcs = append(a.Funcs, j.r)
 	}
@@ -548,7 +552,10 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, o
 		if err := pr.Stop(); err != nil {
 			return fmt.Errorf("stop to unmap the replaced patch %s: %w", old.Name, err)
 		}
-		merr := pr.Munmap(old.Region, old.Size)
+		var merr error
+		if old.Unmap > 0 {
+			merr = pr.Munmap(old.Region, old.Unmap)
+		}
 		if merr != nil {
 			merr = fmt.Errorf("unmap the replaced patch %s: %w", old.Name, merr)
 		}
@@ -737,6 +744,9 @@ func unpatchLocked(s *store, pid int, name string, opts Options) ([]*Result, err
 		return nil, fmt.Errorf("pid %d: unpatch (process left unchanged): %w", pid, err)
 	}
 	rec.Patches = keep
+	for _, a := range sel {
+		rec.Kept = append(rec.Kept, keptOf(a)...)
+	}
 	serr := s.save(rec)
 	var res []*Result
 	for _, a := range sel {
@@ -802,7 +812,10 @@ func remove(pid int, sel []Applied, spans []span, opts Options, ps *pauses) (att
 		}
 		var merr error
 		for _, a := range sel {
-			if err := pr.Munmap(a.Region, a.Size); err != nil {
+			if a.Unmap == 0 {
+				continue
+			}
+			if err := pr.Munmap(a.Region, a.Unmap); err != nil {
 				merr = errors.Join(merr, fmt.Errorf("unmap patch %s: %w", a.Name, err))
 			}
 		}
@@ -820,4 +833,12 @@ func release(pr *proc.Process, ps *pauses) error {
 	}
 	ps.ended(pr)
 	return err
+}
+
+// keptOf is what removing a leaves mapped.
+func keptOf(a Applied) []Kept {
+	if a.Unmap >= a.Size {
+		return nil
+	}
+	return []Kept{{Patch: a.Name, Region: a.Region + a.Unmap, Size: a.Size - a.Unmap}}
 }

@@ -24,6 +24,8 @@ type Record struct {
 	StartTime uint64    `json:"start_time"`
 	Comm      string    `json:"comm"`
 	Patches   []Applied `json:"patches"`
+	// Kept lists what removed patches left mapped (see Applied.Unmap).
+	Kept []Kept `json:"kept,omitempty"`
 	// Notes say what this command found in memory that the record did
 	// not say, and what it did about it (never stored).
 	Notes []string `json:"notes,omitempty"`
@@ -52,6 +54,20 @@ type Applied struct {
 	State string `json:"state,omitempty"`
 	// Replaces is the lower level an "applying" patch replaces.
 	Replaces *Applied `json:"replaces,omitempty"`
+	// Unmap is how much of the region, from its start, is unmapped when
+	// the patch is removed or replaced: its code pages, unless something
+	// takes the address of the patch's code; 0 keeps it all. The rest
+	// (read-only data, literals, slots, writable data) stays mapped for
+	// good: the program may still point into it.
+	Unmap uint64 `json:"unmap,omitempty"`
+}
+
+// Kept is memory of a removed or replaced patch that stays mapped
+// because the program may still refer to it.
+type Kept struct {
+	Patch  string `json:"patch"`
+	Region uint64 `json:"region"`
+	Size   uint64 `json:"size"`
 }
 
 // Redirect is one jump written at a function entry.
@@ -189,7 +205,7 @@ func (s *store) raw() ([]*Record, error) {
 }
 
 func (s *store) save(rec *Record) error {
-	if len(rec.Patches) == 0 {
+	if len(rec.Patches) == 0 && len(rec.Kept) == 0 {
 		s.drop(rec.Pid)
 		return nil
 	}
