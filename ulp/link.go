@@ -78,7 +78,7 @@ type plan struct {
 	// the patch's code (a function pointer in data, a lea): the program
 	// may keep such a pointer, so the code is never unmapped.
 	addrTaken bool
-	funcs                       []planFunc
+	funcs     []planFunc
 }
 
 type unitObj struct {
