@@ -182,6 +182,9 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 	var spans []span
 	for _, f := range pl.funcs {
 		spans = append(spans, span{f.old, f.old + max(f.oldSize, 1), f.origName})
+		if f.cold != 0 {
+			spans = append(spans, span{f.cold, f.cold + max(f.coldSize, 1), f.origName + " (its .cold part)"})
+		}
 	}
 	if old != nil {
 		spans = append(spans, span{old.Region, old.Region + old.TextEnd, "patch " + old.Name})

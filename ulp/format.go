@@ -98,6 +98,10 @@ type Func struct {
 	// means "look it up by name when applying".
 	Addr uint64 `json:"addr,omitempty"`
 	Size uint64 `json:"size,omitempty"`
+	// ColdAddr and ColdSize locate the function's .cold part (NAME.cold),
+	// if it has one, likewise.
+	ColdAddr uint64 `json:"cold_addr,omitempty"`
+	ColdSize uint64 `json:"cold_size,omitempty"`
 }
 
 // Extern is a symbol resolved against the running process.

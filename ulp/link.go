@@ -92,7 +92,10 @@ type planFunc struct {
 	origName string
 	old      uint64 // runtime address of the running function
 	oldSize  uint64
-	newSym   *elfobj.Symbol
+	// cold is the function's .cold part (runtime address, size), which
+	// gcc puts apart from it; a thread there is in the function too.
+	cold, coldSize uint64
+	newSym         *elfobj.Symbol
 }
 
 func alignTo(v, a uint64) uint64 {

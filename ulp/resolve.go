@@ -194,7 +194,13 @@ func prepare(p *Patch, v *view) (*plan, error) {
 			if t.typ != elf.STT_FUNC && t.typ != elf.STT_GNU_IFUNC {
 				return nil, fmt.Errorf("%s in the target is not a function (%v)", fn.OrigName, t.typ)
 			}
-			pl.funcs = append(pl.funcs, planFunc{name: fn.Name, origName: fn.OrigName, old: v.target.Bias + t.value, oldSize: t.size, newSym: newSym})
+			pf := planFunc{name: fn.Name, origName: fn.OrigName, old: v.target.Bias + t.value, oldSize: t.size, newSym: newSym}
+			if fn.ColdAddr != 0 {
+				pf.cold, pf.coldSize = v.target.Bias+fn.ColdAddr, fn.ColdSize
+			} else if c, ok := v.timg.coldPart(uo.u.File, fn.OrigName); ok {
+				pf.cold, pf.coldSize = v.target.Bias+c.value, c.size
+			}
+			pl.funcs = append(pl.funcs, pf)
 		}
 	}
 	sortFuncs(pl.funcs)

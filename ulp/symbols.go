@@ -343,3 +343,16 @@ func (im *image) findFunc(file string, f *Func) (tsym, error) {
 	}
 	return tsym{}, fmt.Errorf("function %s is ambiguous: %d identical statics of that name", f.OrigName, len(hit))
 }
+
+// coldPart finds the .cold part of function name of source file file.
+func (im *image) coldPart(file, name string) (tsym, bool) {
+	for _, n := range []string{name + ".cold", name + ".cold.0"} {
+		if ss := im.files[file][n]; len(ss) == 1 {
+			return ss[0], true
+		}
+		if ss := im.locals[n]; len(ss) == 1 {
+			return ss[0], true
+		}
+	}
+	return tsym{}, false
+}

@@ -188,6 +188,9 @@ func (t *TargetFile) Bind(u *Unit, globals []string, orig OrigCode) (in bool, ba
 			continue
 		}
 		f.Addr, f.Size = s.value, s.size
+		if c, ok := im.coldPart(u.File, f.OrigName); ok {
+			f.ColdAddr, f.ColdSize = c.value, c.size
+		}
 	}
 	for i := range u.Externs {
 		e := &u.Externs[i]
