@@ -29,7 +29,13 @@ commands:
         remove the patch NAME (without NAME: every livefix patch) from one
         process or from every patched process
   list [--json]
-        patched processes and their patches
+        patched processes and their patches; every command first checks
+        the records against the processes' memory and repairs what an
+        interrupted livefix left (reported as notes)
+  watch [--scan D] [--include-init] [--timeout D] PATCH.lfp...
+        apply the patches to every process that maps their targets, now
+        and whenever one starts (exec) or maps a target later (dlopen),
+        until interrupted
 
 options common to all commands:
   --state-dir DIR   where applied patches are recorded (default
@@ -46,6 +52,8 @@ func runProcess(args []string, stdout, stderr io.Writer) int {
 		return processChange(sub, rest, stdout, stderr)
 	case "list":
 		return processList(rest, stdout, stderr)
+	case "watch":
+		return processWatch(rest, stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, processUsage)
 		return exitOK
