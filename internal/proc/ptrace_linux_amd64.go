@@ -1,7 +1,6 @@
 package proc
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -337,11 +336,6 @@ func setSiginfo(tid int, info *[siginfoSize]byte) error {
 	err := ptrace(unix.PTRACE_SETSIGINFO, tid, 0, uintptr(unsafe.Pointer(info)))
 	runtime.KeepAlive(info)
 	return err
-}
-
-// siCode returns si_code from a raw siginfo.
-func siCode(info *[siginfoSize]byte) int32 {
-	return int32(binary.LittleEndian.Uint32(info[8:]))
 }
 
 func isStopSignal(s unix.Signal) bool {
