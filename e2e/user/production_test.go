@@ -178,6 +178,20 @@ func TestProductionBinary(t *testing.T) {
 			t.Fatalf("livefix-build: exit %d, want the patch keyed to %s", rc, id)
 		}
 		cycle(t, prod, lfp)
+		// --all is idempotent: a process that has the patch is done.
+		a := startAuthd(t, prod)
+		env := []string{"LIVEFIX_STATE_DIR=" + t.TempDir()}
+		for round := 0; round < 2; round++ {
+			out, rc := run(t, env, livefix, "process", "patch", "--all", lfp)
+			want := "pid " + a.pid + ": patched with authd"
+			if round == 1 {
+				want = "pid " + a.pid + ": left as it is: already has authd"
+			}
+			if rc != 0 || !strings.Contains(out, want) {
+				t.Fatalf("patch --all, round %d: exit %d, want %q", round, rc, want)
+			}
+		}
+		a.expect(true)
 	})
 
 	// Debian's dh_strip: keep the debug part, strip the library, link them.

@@ -44,10 +44,13 @@ func writeWrapper(dir string) (string, error) {
 			return "", fmt.Errorf("compiler wrapper: %w", err)
 		}
 		script := strings.Replace(wrapperScript, "\nrec=", "\nLIVEFIX_LANG="+lang+"\nrec=", 1)
-		for _, n := range []string{"cc", "gcc", "c++", "g++"} {
-			if (lang == "c") != (n == "cc" || n == "gcc") {
-				continue
-			}
+		names := []string{"c++", "g++", "x86_64-linux-gnu-g++", "g++-12", "x86_64-linux-gnu-g++-12"}
+		if lang == "c" {
+			// Debian's packaging calls the triplet-prefixed and the
+			// versioned names too.
+			names = []string{"cc", "gcc", "x86_64-linux-gnu-gcc", "gcc-12", "x86_64-linux-gnu-gcc-12"}
+		}
+		for _, n := range names {
 			if err := os.WriteFile(filepath.Join(d, n), []byte(script), 0o755); err != nil {
 				return "", fmt.Errorf("compiler wrapper: %w", err)
 			}
