@@ -82,22 +82,29 @@ func saveArea(r *unix.PtraceRegs) []byte {
 }
 
 // findScratch looks for a scratch mapping an earlier livefix left in maps
-// (read while the process ran) and checks its magic in memory.
+// (read while the process ran) and checks its magic and stub in memory.
+// The kernel may have merged its pages with adjacent anonymous mappings
+// of the same protection, so the code page is taken as the last page of
+// an anonymous r-x mapping followed at once by an anonymous rw- one of at
+// least the stack's size.
 func (p *Process) findScratch(maps []Mapping) uint64 {
+	want := scratchStub()
 	for i, m := range maps {
-		if m.Size() != scratchCode || m.Perm != "r-xp" || m.Inode != 0 || m.Path != "" || i+1 >= len(maps) {
+		if m.Perm != "r-xp" || m.Inode != 0 || m.Path != "" || m.Size() < scratchCode || i+1 >= len(maps) {
 			continue
 		}
 		n := maps[i+1]
-		if n.Start != m.End || n.Size() != scratchStack || n.Perm != "rw-p" || n.Inode != 0 {
+		if n.Start != m.End || n.Size() < scratchStack || n.Perm != "rw-p" || n.Inode != 0 || n.Path != "" {
 			continue
 		}
+		page := m.End - scratchCode
 		var got [len(scratchMagic)]byte
-		if _, err := p.mem.ReadAt(got[:], int64(m.Start)+int64(magicOff)); err == nil && string(got[:]) == scratchMagic {
-			stub := make([]byte, len(scratchStub()))
-			if _, err := p.mem.ReadAt(stub, int64(m.Start)); err == nil && bytes.Equal(stub, scratchStub()) {
-				return m.Start
-			}
+		if _, err := p.mem.ReadAt(got[:], int64(page)+int64(magicOff)); err != nil || string(got[:]) != scratchMagic {
+			continue
+		}
+		stub := make([]byte, len(want))
+		if _, err := p.mem.ReadAt(stub, int64(page)); err == nil && bytes.Equal(stub, want) {
+			return page
 		}
 	}
 	return 0

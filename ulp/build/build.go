@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/livefix/livefix/elfobj"
 	"github.com/livefix/livefix/objdiff"
@@ -160,15 +161,30 @@ func Build(ctx context.Context, c Config) (*Result, error) {
 	if err := run(ctx, log, trees["patched"], "patch", "-p1", "--batch", "--forward", "--no-backup-if-mismatch", "-i", patchFile); err != nil {
 		return nil, fmt.Errorf("apply %s to a copy of %s: %w", c.Patch, c.Src, err)
 	}
+	// Both trees build at the same time (each with its own log, written
+	// out in order afterwards): on a multi-core host the patch takes the
+	// time of one build.
 	objs := map[string]map[string]compileJob{}
-	for _, t := range []string{"orig", "patched"} {
-		fmt.Fprintf(log, "livefix-build: building %s tree\n", t)
-		jobs, err := buildTree(ctx, log, wrap, trees[t], src, c.Build)
-		if err != nil {
-			return nil, fmt.Errorf("build of the %s tree: %w", t, err)
+	var logs [2]bytes.Buffer
+	var jobs [2][]compileJob
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i, t := range []string{"orig", "patched"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fmt.Fprintf(&logs[i], "livefix-build: building %s tree\n", t)
+			jobs[i], errs[i] = buildTree(ctx, &logs[i], wrap, trees[t], src, c.Build)
+		}()
+	}
+	wg.Wait()
+	for i, t := range []string{"orig", "patched"} {
+		log.Write(logs[i].Bytes())
+		if errs[i] != nil {
+			return nil, fmt.Errorf("build of the %s tree: %w", t, errs[i])
 		}
 		objs[t] = map[string]compileJob{}
-		for _, j := range jobs {
+		for _, j := range jobs[i] {
 			objs[t][j.key] = j
 		}
 	}
