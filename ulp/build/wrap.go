@@ -211,7 +211,10 @@ func planReplay(invs []invocation, tree, src, realCC, realCXX string) []compileJ
 				cc = realCXX
 			}
 			args := append([]string{}, opts...)
-			args = append(args, "-ffunction-sections", "-fdata-sections", "-fno-lto", "-ffile-prefix-map="+tree+"="+src, "-c", abs)
+			// The source as the build named it (relative to inv.dir, where
+			// the replay runs): its STT_FILE symbol must be the one the
+			// production binary has, to find its statics.
+			args = append(args, "-ffunction-sections", "-fdata-sections", "-fno-lto", "-ffile-prefix-map="+tree+"="+src, "-c", s)
 			jobs = append(jobs, compileJob{key: key, src: rel, lang: lang, dir: inv.dir, cc: cc, args: args})
 		}
 	}
