@@ -135,7 +135,12 @@ func TestKillLivefix(t *testing.T) {
 
 func startLife(t *testing.T, path string) *authd {
 	t.Helper()
-	cmd := exec.Command(path)
+	return startCmd(t, exec.Command(path))
+}
+
+// startCmd starts a test program that says "ready" and answers lines.
+func startCmd(t *testing.T, cmd *exec.Cmd) *authd {
+	t.Helper()
 	in, _ := cmd.StdinPipe()
 	out, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
@@ -145,7 +150,7 @@ func startLife(t *testing.T, path string) *authd {
 	a := &authd{t: t, cmd: cmd, in: in, rd: bufio.NewReader(out), pid: itoa(cmd.Process.Pid)}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	if got := a.ask(""); got != "ready" {
-		t.Fatalf("life: %q", got)
+		t.Fatalf("%s: %q", cmd.Path, got)
 	}
 	return a
 }

@@ -174,7 +174,7 @@ func Build(ctx context.Context, c Config) (*Result, error) {
 		go func() {
 			defer wg.Done()
 			fmt.Fprintf(&logs[i], "livefix-build: building %s tree\n", t)
-			jobs[i], errs[i] = buildTree(ctx, &logs[i], wrap, trees[t], src, c.Build)
+			jobs[i], errs[i] = buildTree(ctx, &logs[i], wrap, trees[t], src, c.Build, c.TargetBinary != "")
 		}()
 	}
 	wg.Wait()

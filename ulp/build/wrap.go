@@ -33,6 +33,33 @@ const wrapperScript = `#!/bin/sh
 rec=$(mktemp "$LIVEFIX_CCLOG/cc.XXXXXXXX") || exit 1
 printf '%s\0' "$LIVEFIX_LANG" "$PWD" "$@" >"$rec" || exit 1
 if [ "$LIVEFIX_LANG" = c++ ]; then real=$LIVEFIX_REAL_CXX; else real=$LIVEFIX_REAL_CC; fi
+if [ -n "$LIVEFIX_REUSE" ]; then
+	# A compile of one source (no link): compile it once, as the replay
+	# would, and keep a copy of the object for it.
+	c=0 n=0 out= prev= src=
+	for a in "$@"; do
+		[ "$prev" = -o ] && out=$a
+		case $a in
+		-c) [ $c = 0 ] && c=1 ;;
+		-E|-S|-M|-MM) c=2 ;;
+		-o?*) out=${a#-o} ;;
+		esac
+		case $prev in
+		-o|-I|-D|-U|-include|-imacros|-isystem|-iquote|-idirafter|-MF|-MT|-MQ|-x) ;;
+		*) case $a in
+			-*) ;;
+			*.c|*.i|*.cc|*.cp|*.cxx|*.cpp|*.c++|*.C|*.ii|*.s|*.S|*.sx) n=$((n+1)) src=$a ;;
+			esac ;;
+		esac
+		prev=$a
+	done
+	if [ $c = 1 ] && [ $n = 1 ]; then
+		if [ -z "$out" ]; then b=${src##*/}; out=${b%.*}.o; fi
+		"$real" "$@" -ffunction-sections -fdata-sections -fno-lto ${LIVEFIX_PREFIX_MAP:+"-ffile-prefix-map=$LIVEFIX_PREFIX_MAP"} || exit $?
+		cp "$out" "$rec.o" 2>/dev/null
+		exit 0
+	fi
+fi
 exec "$real" "$@" ${LIVEFIX_PREFIX_MAP:+"-ffile-prefix-map=$LIVEFIX_PREFIX_MAP"}
 `
 
@@ -64,6 +91,9 @@ type invocation struct {
 	lang string // c or c++ (the driver's name)
 	dir  string
 	args []string
+	// reuse is the object the wrapper kept from the build's own compile
+	// (LIVEFIX_REUSE), "" if none.
+	reuse string
 }
 
 func readInvocations(logdir string) ([]invocation, error) {
@@ -73,6 +103,9 @@ func readInvocations(logdir string) ([]invocation, error) {
 	}
 	var out []invocation
 	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".o") {
+			continue
+		}
 		b, err := os.ReadFile(filepath.Join(logdir, e.Name()))
 		if err != nil {
 			return nil, fmt.Errorf("compiler log: %w", err)
@@ -81,7 +114,11 @@ func readInvocations(logdir string) ([]invocation, error) {
 		if len(f) < 2 {
 			continue // an invocation killed while writing its record
 		}
-		out = append(out, invocation{lang: f[0], dir: f[1], args: f[2:]})
+		inv := invocation{lang: f[0], dir: f[1], args: f[2:]}
+		if _, err := os.Stat(filepath.Join(logdir, e.Name()+".o")); err == nil {
+			inv.reuse = filepath.Join(logdir, e.Name()+".o")
+		}
+		out = append(out, inv)
 	}
 	return out, nil
 }
@@ -143,6 +180,8 @@ type compileJob struct {
 	cc   string
 	args []string
 	obj  string // tree-relative object path (under .livefix-objects/)
+	// reuse: the build's own compile already made this object (copy it).
+	reuse string
 }
 
 // replayDir holds the replayed objects inside each tree.
@@ -215,7 +254,11 @@ func planReplay(invs []invocation, tree, src, realCC, realCXX string) []compileJ
 			// the replay runs): its STT_FILE symbol must be the one the
 			// production binary has, to find its statics.
 			args = append(args, "-ffunction-sections", "-fdata-sections", "-fno-lto", "-ffile-prefix-map="+tree+"="+src, "-c", s)
-			jobs = append(jobs, compileJob{key: key, src: rel, lang: lang, dir: inv.dir, cc: cc, args: args})
+			j := compileJob{key: key, src: rel, lang: lang, dir: inv.dir, cc: cc, args: args}
+			if len(srcs) == 1 {
+				j.reuse = inv.reuse
+			}
+			jobs = append(jobs, j)
 		}
 	}
 	sort.Slice(jobs, func(i, j int) bool { return jobs[i].key < jobs[j].key })
@@ -251,6 +294,18 @@ func replay(ctx context.Context, log io.Writer, tree string, jobs []compileJob) 
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
+			if j.reuse != "" {
+				b, err := os.ReadFile(j.reuse)
+				if err == nil {
+					err = os.WriteFile(filepath.Join(tree, j.obj), b, 0o644)
+				}
+				if err != nil {
+					errs[i] = fmt.Errorf("object of %s: %w", j.src, err)
+					return
+				}
+				ok[i] = true
+				return
+			}
 			args := append(append([]string{}, j.args...), "-o", filepath.Join(tree, j.obj))
 			cmd := exec.CommandContext(ctx, j.cc, args...)
 			cmd.Dir = j.dir
@@ -314,7 +369,11 @@ func removeBuilt(tree string) error {
 // buildTree runs the build command in tree through the wrapper, then
 // compiles every C or C++ source the build compiled on its own, and
 // returns those compiles (objects relative to tree).
-func buildTree(ctx context.Context, log io.Writer, wrap, tree, src, command string) ([]compileJob, error) {
+//
+// With reuse (a production binary is given: the build's own output is
+// not used), a compile of a single source gets the replay's flags at
+// once and its object is kept, so that source is compiled only once.
+func buildTree(ctx context.Context, log io.Writer, wrap, tree, src, command string, reuse bool) ([]compileJob, error) {
 	realCC, err := realCompiler("CC", "gcc")
 	if err != nil {
 		return nil, err
@@ -341,6 +400,9 @@ func buildTree(ctx context.Context, log io.Writer, wrap, tree, src, command stri
 		"LIVEFIX_CCLOG="+cclog,
 		"LIVEFIX_PREFIX_MAP="+tree+"="+src,
 	)
+	if reuse {
+		cmd.Env = append(cmd.Env, "LIVEFIX_REUSE=1")
+	}
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("%q failed in %s (see the build log): %w", command, tree, err)
 	}
@@ -352,7 +414,13 @@ func buildTree(ctx context.Context, log io.Writer, wrap, tree, src, command stri
 	if len(jobs) == 0 {
 		return nil, fmt.Errorf("%q compiled no source file of the tree through the wrapper (does it use $CC, or cc/gcc from PATH?)", command)
 	}
-	fmt.Fprintf(log, "livefix-build: %d compiler invocations, compiling %d sources on their own\n", len(invs), len(jobs))
+	reused := 0
+	for _, j := range jobs {
+		if j.reuse != "" {
+			reused++
+		}
+	}
+	fmt.Fprintf(log, "livefix-build: %d compiler invocations, %d sources (%d objects kept from the build, the rest compiled on their own)\n", len(invs), len(jobs), reused)
 	return replay(ctx, log, tree, jobs)
 }
 
