@@ -243,6 +243,9 @@ func (t *ehTable) rule(pc uint64) (*frameRule, error) {
 		return nil, errEH
 	}
 	end := r.pos + int(length)
+	if length > uint64(len(t.frame)) {
+		return nil, errEH
+	}
 	idPos := r.pos
 	cieDelta, err := r.fixed(4)
 	if err != nil || cieDelta == 0 || end > len(t.frame) {
@@ -265,8 +268,8 @@ func (t *ehTable) rule(pc uint64) (*frameRule, error) {
 	}
 	// Augmentation data of the FDE (every CIE here has 'z'): skip it.
 	n, err := r.uleb()
-	if err != nil {
-		return nil, err
+	if err != nil || n > uint64(len(t.frame)) {
+		return nil, errEH
 	}
 	r.pos += int(n)
 	if r.pos > end {
@@ -292,6 +295,9 @@ func (t *ehTable) cie(off int) (*frameRule, []byte, error) {
 	r := ehReader{b: t.frame, base: t.frameAddr, pos: off}
 	length, err := r.fixed(4)
 	if err != nil || length == 0 || length == 0xffffffff {
+		return nil, nil, errEH
+	}
+	if length > uint64(len(t.frame)) {
 		return nil, nil, errEH
 	}
 	end := r.pos + int(length)
@@ -334,8 +340,8 @@ func (t *ehTable) cie(off int) (*frameRule, []byte, error) {
 		return nil, nil, fmt.Errorf("CIE augmentation %q: %w", aug, errEH)
 	}
 	n, err := r.uleb()
-	if err != nil {
-		return nil, nil, err
+	if err != nil || n > uint64(len(t.frame)) {
+		return nil, nil, errEH
 	}
 	dataEnd := r.pos + int(n)
 	for _, c := range aug[1:] {
@@ -361,7 +367,7 @@ func (t *ehTable) cie(off int) (*frameRule, []byte, error) {
 		}
 	}
 	r.pos = dataEnd
-	if r.pos > end {
+	if r.pos > end || r.pos < 0 {
 		return nil, nil, errEH
 	}
 	return fr, t.frame[r.pos:end], nil
@@ -519,15 +525,15 @@ func (st *cfaState) run(fr *frameRule, ins []byte, pc, loc uint64, init map[uint
 			st.cfaOff = int64(o)
 		case 0x0f: // def_cfa_expression
 			n, err := r.uleb()
-			if err != nil {
-				return err
+			if err != nil || n > uint64(len(ins)) {
+				return errEH
 			}
 			r.pos += int(n)
 			st.cfaExpr = true
 		case 0x10, 0x16: // expression, val_expression
 			reg, err1 := r.uleb()
 			n, err2 := r.uleb()
-			if err1 != nil || err2 != nil {
+			if err1 != nil || err2 != nil || n > uint64(len(ins)) {
 				return errEH
 			}
 			r.pos += int(n)
