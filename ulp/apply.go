@@ -23,6 +23,8 @@ var (
 	ErrNotApplied = errors.New("patch not applied")
 	// ErrAlreadyApplied: this exact patch is already applied.
 	ErrAlreadyApplied = errors.New("patch already applied")
+	// ErrInit: ApplyAll leaves pid 1 alone unless Options.IncludeInit.
+	ErrInit = errors.New("pid 1 (init) is skipped unless included explicitly")
 )
 
 var endbr64 = []byte{0xf3, 0x0f, 0x1e, 0xfa}
@@ -37,6 +39,20 @@ type Options struct {
 	// AttachTimeout bounds each wait for a thread to stop (see
 	// proc.AttachOptions); zero means the proc default.
 	AttachTimeout time.Duration
+	// IncludeInit lets ApplyAll patch pid 1 too.
+	IncludeInit bool
+	// Notify, if set, receives what reconciling a record with the
+	// process's memory found and did (see reconcile).
+	Notify func(pid int, note string)
+}
+
+func (o Options) notify(rec *Record) {
+	if o.Notify == nil || rec == nil {
+		return
+	}
+	for _, n := range rec.Notes {
+		o.Notify(rec.Pid, n)
+	}
 }
 
 func (o Options) timeout() time.Duration {
@@ -119,6 +135,10 @@ func ApplyAll(p *Patch, opts Options) (pids []int, res []*Result, errs []error, 
 	res = make([]*Result, len(pids))
 	errs = make([]error, len(pids))
 	for i, pid := range pids {
+		if pid == 1 && !opts.IncludeInit {
+			errs[i] = fmt.Errorf("pid 1: %w (--include-init)", ErrInit)
+			continue
+		}
 		res[i], errs[i] = applyLocked(s, pid, p, opts)
 	}
 	return pids, res, errs, nil
@@ -133,6 +153,7 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, proc.ErrNoProcess)
 	}
+	opts.notify(rec)
 	sum := p.Checksum()
 	var old *Applied
 	oldIdx := -1
@@ -161,6 +182,9 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 	var spans []span
 	for _, f := range pl.funcs {
 		spans = append(spans, span{f.old, f.old + max(f.oldSize, 1), f.origName})
+		if f.cold != 0 {
+			spans = append(spans, span{f.cold, f.cold + max(f.coldSize, 1), f.origName + " (its .cold part)"})
+		}
 	}
 	if old != nil {
 		spans = append(spans, span{old.Region, old.Region + old.TextEnd, "patch " + old.Name})
@@ -171,8 +195,24 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 	defer boost()()
 	defer quietGC()()
 	var ps pauses
-	a, attempts, err := install(pid, v, pl, p, old, spans, opts, &ps)
+	others := append([]Applied(nil), rec.Patches...)
+	if old != nil {
+		others = append(others[:oldIdx:oldIdx], others[oldIdx+1:]...)
+	}
+	intent := func(a *Applied) error {
+		w := *a
+		w.State, w.Replaces = stateApplying, old
+		r := *rec
+		r.Patches = append(append([]Applied(nil), others...), w)
+		return s.save(&r)
+	}
+	a, attempts, err := install(pid, v, pl, p, old, spans, opts, &ps, intent)
 	if a == nil {
+		// Nothing changed: the record as it was (the intent, if written,
+		// is replaced).
+		if serr := s.save(rec); serr != nil {
+			err = errors.Join(err, serr)
+		}
 		return nil, err
 	}
 	if err != nil {
@@ -182,6 +222,7 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 	res := &Result{Pid: pid, Patch: p.Name, Pause: ps.longest, Stopped: ps.total, Stops: ps.n, Attempts: attempts, Region: a.Region}
 	if old != nil {
 		res.Replaced = old.Name
+		rec.Kept = append(rec.Kept, keptOf(*old)...)
 		rec.Patches = append(rec.Patches[:oldIdx], rec.Patches[oldIdx+1:]...)
 	}
 	rec.Patches = append(rec.Patches, *a)
@@ -207,7 +248,7 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 // short function leaves it at once. If a few nudges do not help (a
 // thread is parked there), the whole process runs for a while before the
 // next stop, so that it never stays stopped for long.
-func stopSafely(in func(stop func(*proc.Process) error) error, spans []span, opts Options, ps *pauses, commit func() error) (int, error) {
+func stopSafely(in func(stop func(*proc.Process) error) error, spans []span, unw *unwinder, opts Options, ps *pauses, commit func() error) (int, error) {
 	sort.Slice(spans, func(i, j int) bool { return spans[i].lo < spans[j].lo })
 	const nudges = 8
 	deadline := time.Now().Add(opts.timeout())
@@ -228,7 +269,7 @@ func stopSafely(in func(stop func(*proc.Process) error) error, spans []span, opt
 			}
 			stops++
 			for n := 0; ; n++ {
-				tids, why := inTheWay(stacks, spans)
+				tids, why := inTheWay(pr, stacks, spans, unw)
 				if len(tids) == 0 {
 					safe = true
 					return commit()
@@ -263,9 +304,14 @@ func stopSafely(in func(stop func(*proc.Process) error) error, spans []span, opt
 // maxStackWords bounds the conservative stack scan per thread (2 MiB).
 const maxStackWords = 1 << 18
 
-// inTheWay returns the threads whose ip or stack refers into spans, and
-// a description of the first one.
-func inTheWay(stacks []proc.ThreadStack, spans []span) ([]int, string) {
+// inTheWay returns the threads whose ip or one of whose return addresses
+// lies in spans, and a description of the first one. With an unwinder
+// the return addresses are those of the thread's frames, as the call
+// frame information finds them (through signal frames and onto the
+// interrupted stack of a sigaltstack handler); where unwinding stops
+// early, and without an unwinder, every word of the rest of the stack
+// counts (a conservative scan).
+func inTheWay(pr *proc.Process, stacks []proc.ThreadStack, spans []span, unw *unwinder) ([]int, string) {
 	find := func(a uint64) *span {
 		i := sort.Search(len(spans), func(i int) bool { return spans[i].hi > a })
 		for ; i < len(spans) && spans[i].lo <= a; i++ {
@@ -275,6 +321,7 @@ func inTheWay(stacks []proc.ThreadStack, spans []span) ([]int, string) {
 		}
 		return nil
 	}
+	more := func(a uint64) ([]uint64, error) { return pr.WordsAt(a, maxStackWords) }
 	var tids []int
 	why := ""
 	for _, st := range stacks {
@@ -285,14 +332,33 @@ func inTheWay(stacks []proc.ThreadStack, spans []span) ([]int, string) {
 			}
 			continue
 		}
-		for _, w := range st.Words {
+		ras, scan := []uint64(nil), st.Words
+		if unw != nil {
+			ras, scan = unw.returnAddrs(st, more)
+		}
+		hit := false
+		for _, w := range ras {
 			if sp := find(w); sp != nil {
-				tids = append(tids, st.Tid)
+				hit = true
 				if why == "" {
-					why = fmt.Sprintf("thread %d has a return address into %s on its stack", st.Tid, sp.what)
+					why = fmt.Sprintf("thread %d is in a call from %s (return address %#x)", st.Tid, sp.what, w)
 				}
 				break
 			}
+		}
+		for _, w := range scan {
+			if hit {
+				break
+			}
+			if sp := find(w); sp != nil {
+				hit = true
+				if why == "" {
+					why = fmt.Sprintf("thread %d has a return address into %s on its stack", st.Tid, sp.what)
+				}
+			}
+		}
+		if hit {
+			tids = append(tids, st.Tid)
 		}
 	}
 	return tids, why
@@ -340,7 +406,7 @@ type jump struct {
 // unmapped (in the stop at hand, or in a cleanup stop), so that the
 // process is exactly as before. An error with a non-nil Applied means the
 // patch is in place but something after the commit failed.
-func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, opts Options, ps *pauses) (a *Applied, attempts int, err error) {
+func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, opts Options, ps *pauses, intent func(*Applied) error) (a *Applied, attempts int, err error) {
 	fail := func(err error) error {
 		return fmt.Errorf("pid %d: patch %s (process left unchanged): %w", pid, p.Name, err)
 	}
@@ -405,8 +471,24 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, o
 	if err := pr.WriteMem(base, img); err != nil {
 		return nil, 0, err
 	}
-	jumps, err := planJumps(pr, pl, base, old)
+	jumps, err := planJumps(pr, pl, base, old, v)
 	if err != nil {
+		return nil, 0, err
+	}
+	a = &Applied{
+		Name: p.Name, Level: p.Level, BuildID: p.Target.BuildID, Target: v.target.Path,
+		Checksum: p.Checksum(), Region: base, Size: pl.size, TextEnd: pl.textEnd, AppliedAt: time.Now().UTC(),
+		Head: bytes.Clone(img[:min(len(img), 16)]),
+	}
+	if !pl.addrTaken {
+		a.Unmap = min(alignTo(pl.textEnd, pageSize), pl.size)
+	}
+	for _, j := range jumps {
+		a.Funcs = append(a.Funcs, j.r)
+	}
+	// Write-ahead: a livefix killed in the commit stop leaves a record
+	// that the next command reconciles with memory.
+	if err := intent(a); err != nil {
 		return nil, 0, err
 	}
 	var restores []Redirect
@@ -426,7 +508,7 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, o
 	in := func(stop func(*proc.Process) error) error {
 		return pr.Run(func() error { return stop(pr) })
 	}
-	attempts, err = stopSafely(in, spans, opts, ps, func() error {
+	attempts, err = stopSafely(in, spans, newUnwinder(pid, v.objs), opts, ps, func() error {
 		var cur [5]byte
 		for _, j := range jumps {
 			if err := pr.ReadMem(j.at, cur[:]); err != nil {
@@ -464,13 +546,6 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, o
 	if err != nil && !committed {
 		return nil, attempts, err
 	}
-	a = &Applied{
-		Name: p.Name, Level: p.Level, BuildID: p.Target.BuildID, Target: v.target.Path,
-		Checksum: p.Checksum(), Region: base, Size: pl.size, TextEnd: pl.textEnd, AppliedAt: time.Now().UTC(),
-	}
-	for _, j := range jumps {
-		a.Funcs = append(a.Funcs, j.r)
-	}
 	if err != nil || old == nil {
 		return a, attempts, err
 	}
@@ -480,7 +555,10 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, o
 		if err := pr.Stop(); err != nil {
 			return fmt.Errorf("stop to unmap the replaced patch %s: %w", old.Name, err)
 		}
-		merr := pr.Munmap(old.Region, old.Size)
+		var merr error
+		if old.Unmap > 0 {
+			merr = pr.Munmap(old.Region, old.Unmap)
+		}
 		if merr != nil {
 			merr = fmt.Errorf("unmap the replaced patch %s: %w", old.Name, merr)
 		}
@@ -491,7 +569,7 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, o
 
 // planJumps reads the entries of the functions to redirect (the process
 // may be running) and computes the jumps.
-func planJumps(pr *proc.Process, pl *plan, base uint64, old *Applied) ([]jump, error) {
+func planJumps(pr *proc.Process, pl *plan, base uint64, old *Applied, v *view) ([]jump, error) {
 	oldBy := map[uint64]*Redirect{}
 	if old != nil {
 		for i := range old.Funcs {
@@ -512,12 +590,21 @@ func planJumps(pr *proc.Process, pl *plan, base uint64, old *Applied) ([]jump, e
 			return nil, fmt.Errorf("function %s is %d bytes, too short for a 5-byte jump", f.origName, f.oldSize)
 		}
 		cur := bytes.Clone(entry[at-f.old : at-f.old+5])
-		orig := cur
+		// The original bytes come from the file, never from memory,
+		// which may hold a jump nobody recorded.
+		orig, err := v.timg.code(at-v.target.Bias, 5)
+		if err != nil {
+			return nil, fmt.Errorf("read entry of %s from %s: %w", f.origName, v.target.Path, err)
+		}
 		if r := oldBy[f.old]; r != nil {
-			orig = r.Orig
 			if !bytes.Equal(cur, jmpBytes(r.At, r.New)) {
 				return nil, fmt.Errorf("entry of %s no longer holds the jump of patch %s (changed by someone else?)", f.origName, old.Name)
 			}
+			if !bytes.Equal(r.Orig, orig) {
+				return nil, fmt.Errorf("entry of %s: patch %s recorded original bytes % x, the file has % x", f.origName, old.Name, r.Orig, orig)
+			}
+		} else if !bytes.Equal(cur, orig) {
+			return nil, fmt.Errorf("entry of %s holds % x in memory but % x in %s: the code was changed by something livefix has no record of (another live patching tool?); refusing to patch over it", f.origName, cur, orig, v.target.Path)
 		}
 		nw := pl.newAddr(f, base)
 		d := int64(nw) - int64(at+5)
@@ -621,6 +708,7 @@ func unpatchLocked(s *store, pid int, name string, opts Options) ([]*Result, err
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, proc.ErrNoProcess)
 	}
+	opts.notify(rec)
 	var sel, keep []Applied
 	for _, a := range rec.Patches {
 		if name == "" || a.Name == name {
@@ -642,11 +730,26 @@ func unpatchLocked(s *store, pid int, name string, opts Options) ([]*Result, err
 	defer boost()()
 	defer quietGC()()
 	var ps pauses
+	intent := *rec
+	intent.Patches = append([]Applied(nil), keep...)
+	for _, a := range sel {
+		a.State = stateRemoving
+		intent.Patches = append(intent.Patches, a)
+	}
+	if err := s.save(&intent); err != nil {
+		return nil, fmt.Errorf("pid %d: unpatch (process left unchanged): %w", pid, err)
+	}
 	attempts, committed, err := remove(pid, sel, spans, opts, &ps)
 	if !committed {
+		if serr := s.save(rec); serr != nil {
+			err = errors.Join(err, serr)
+		}
 		return nil, fmt.Errorf("pid %d: unpatch (process left unchanged): %w", pid, err)
 	}
 	rec.Patches = keep
+	for _, a := range sel {
+		rec.Kept = append(rec.Kept, keptOf(a)...)
+	}
 	serr := s.save(rec)
 	var res []*Result
 	for _, a := range sel {
@@ -676,7 +779,11 @@ func remove(pid int, sel []Applied, spans []span, opts Options, ps *pauses) (att
 		})
 		return err
 	}
-	attempts, err = stopSafely(in, spans, opts, ps, func() error {
+	var unw *unwinder
+	if objs, err := proc.Objects(pid); err == nil {
+		unw = newUnwinder(pid, objs)
+	}
+	attempts, err = stopSafely(in, spans, unw, opts, ps, func() error {
 		var u undo
 		for _, a := range sel {
 			for _, r := range a.Funcs {
@@ -708,7 +815,10 @@ func remove(pid int, sel []Applied, spans []span, opts Options, ps *pauses) (att
 		}
 		var merr error
 		for _, a := range sel {
-			if err := pr.Munmap(a.Region, a.Size); err != nil {
+			if a.Unmap == 0 {
+				continue
+			}
+			if err := pr.Munmap(a.Region, a.Unmap); err != nil {
 				merr = errors.Join(merr, fmt.Errorf("unmap patch %s: %w", a.Name, err))
 			}
 		}
@@ -726,4 +836,12 @@ func release(pr *proc.Process, ps *pauses) error {
 	}
 	ps.ended(pr)
 	return err
+}
+
+// keptOf is what removing a leaves mapped.
+func keptOf(a Applied) []Kept {
+	if a.Unmap >= a.Size {
+		return nil
+	}
+	return []Kept{{Patch: a.Name, Region: a.Region + a.Unmap, Size: a.Size - a.Unmap}}
 }

@@ -31,8 +31,10 @@
 //     and writable data (rw-), apply the relocations for that address
 //     and write the image: nothing can reach the new code yet;
 //  5. stop every thread again and check that no thread's instruction
-//     pointer and no return address on its stack lies in a function
-//     about to be replaced (or in code about to be unmapped); if one
+//     pointer and no return address of its frames (unwound with the
+//     objects' .eh_frame, through signal frames and sigaltstacks; a
+//     conservative scan where unwinding stops) lies in a function about
+//     to be replaced, its .cold part, or code about to be unmapped; if one
 //     does, let the process run briefly and try again, up to a timeout;
 //     once it passes, write a 5-byte jmp at each replaced function's
 //     entry (after its endbr64 if it has one, so indirect calls still
@@ -50,11 +52,19 @@
 // so the process is exactly as it was.
 //
 // A newer patch (higher level) for the same build-id replaces the applied
-// one in the commit stop (step 5); the old patch's memory is unmapped in
-// one more stop. Unpatch restores the saved entry bytes in one stop (after
-// the same check) and unmaps the patch in a later one. What was written
-// is recorded in a state directory (/run/livefix by default), one file
-// per process, keyed by pid and process start time so that a reused pid
-// is never mistaken for a patched process; records of processes that
-// exited are dropped.
+// one in the commit stop (step 5); the old patch's code pages are unmapped
+// in one more stop. Unpatch restores the saved entry bytes in one stop
+// (after the same check) and unmaps the patch's code pages in a later one;
+// its data and literals, which the program may still point to, stay
+// (Record.Kept). What was written is recorded in a state directory
+// (/run/livefix by default), one file per process, keyed by pid and
+// process start time so that a reused pid is never mistaken for a
+// patched process; records are written ahead of each commit and every
+// command reconciles them with the process's memory (reconcile.go: exec,
+// fork, a killed livefix). Watch applies patches to processes as they
+// start or map a target.
+//
+// The patch builder (package build) checks a patch against the production
+// binary with TargetFile.Bind and records where the target's symbols are,
+// so Apply needs no symbol table of a stripped target.
 package ulp

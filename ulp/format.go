@@ -3,6 +3,7 @@ package ulp
 import (
 	"bytes"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -91,6 +92,16 @@ type Func struct {
 	// offset, length). The running function must match it.
 	Code  []byte      `json:"code,omitempty"`
 	Holes [][2]uint32 `json:"holes,omitempty"`
+	// Addr and Size locate the function in the target (ELF virtual
+	// address), when the patch builder resolved it against the target
+	// binary (through its symbol table or its separate debug file); zero
+	// means "look it up by name when applying".
+	Addr uint64 `json:"addr,omitempty"`
+	Size uint64 `json:"size,omitempty"`
+	// ColdAddr and ColdSize locate the function's .cold part (NAME.cold),
+	// if it has one, likewise.
+	ColdAddr uint64 `json:"cold_addr,omitempty"`
+	ColdSize uint64 `json:"cold_size,omitempty"`
 }
 
 // Extern is a symbol resolved against the running process.
@@ -98,6 +109,16 @@ type Extern struct {
 	Name  string `json:"name"`
 	Local bool   `json:"local"`
 	Func  bool   `json:"func"`
+	// Addr, Size and Type locate a symbol of the target itself, when the
+	// patch builder resolved it (a static or hidden symbol found through
+	// the symbol table or the debug file, or a global the target
+	// defines): Addr is its ELF virtual address (for a thread-local, its
+	// offset in the TLS segment), Type its ELF symbol type. Without
+	// Resolved the symbol is resolved by name in the running process.
+	Resolved bool        `json:"resolved,omitempty"`
+	Addr     uint64      `json:"addr,omitempty"`
+	Size     uint64      `json:"size,omitempty"`
+	Type     elf.SymType `json:"type,omitempty"`
 }
 
 // Encode serialises p into the patch file format.

@@ -74,7 +74,11 @@ type plan struct {
 	// Region layout: [0,textEnd) code and stubs, [roOff,rwOff) read-only
 	// data and slots (both mapped r-x), [rwOff,size) rw- data.
 	textEnd, roOff, rwOff, size uint64
-	funcs                       []planFunc
+	// addrTaken: something other than a direct call or jump refers to
+	// the patch's code (a function pointer in data, a lea): the program
+	// may keep such a pointer, so the code is never unmapped.
+	addrTaken bool
+	funcs     []planFunc
 }
 
 type unitObj struct {
@@ -88,7 +92,10 @@ type planFunc struct {
 	origName string
 	old      uint64 // runtime address of the running function
 	oldSize  uint64
-	newSym   *elfobj.Symbol
+	// cold is the function's .cold part (runtime address, size), which
+	// gcc puts apart from it; a thread there is in the function too.
+	cold, coldSize uint64
+	newSym         *elfobj.Symbol
 }
 
 func alignTo(v, a uint64) uint64 {
@@ -283,6 +290,9 @@ func (pl *plan) apply(img []byte, base, soff uint64, sec *elfobj.Section, r elfo
 	}
 	at := soff + r.Offset
 	P := base + at
+	if rf.kind == refPatch && rf.sec != nil && rf.sec.Flags&elf.SHF_EXECINSTR != 0 && !directBranch(img, sec, at, r.Type) {
+		pl.addrTaken = true
+	}
 	S := pl.symAddr(rf, base)
 	A := r.Addend
 	name := rf.name
@@ -361,6 +371,16 @@ func (pl *plan) apply(img []byte, base, soff uint64, sec *elfobj.Section, r elfo
 		return put64(rf.tlsOff + uint64(A))
 	}
 	return fmt.Errorf("unsupported relocation type %v (against %s)", r.Type, name)
+}
+
+// directBranch reports whether the relocated field at img[at] is the
+// displacement of a call, jmp or jcc in code (not an address taken).
+func directBranch(img []byte, sec *elfobj.Section, at uint64, t elf.R_X86_64) bool {
+	if sec.Flags&elf.SHF_EXECINSTR == 0 || (t != elf.R_X86_64_PC32 && t != elf.R_X86_64_PLT32) || at < 2 {
+		return false
+	}
+	op := img[at-1]
+	return op == 0xe8 || op == 0xe9 || (img[at-2] == 0x0f && op&0xf0 == 0x80)
 }
 
 func isTLSReloc(t elf.R_X86_64) bool {

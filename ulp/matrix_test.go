@@ -145,6 +145,10 @@ func TestPatchMatrix(t *testing.T) {
 					if err != nil || len(recs) != 1 || len(recs[0].Patches) != 1 || recs[0].Patches[0].Name != cs.patch {
 						t.Fatalf("list: %v %+v", err, recs)
 					}
+					applied := recs[0].Patches[0]
+					if applied.Unmap == 0 || applied.Unmap%4096 != 0 {
+						t.Fatalf("no patch here takes the address of its code, yet Unmap is %d", applied.Unmap)
+					}
 					if _, err := ulp.Unpatch(tg.pid, "", ulp.Options{StateDir: state}); err != nil {
 						t.Fatalf("unpatch: %v", err)
 					}
@@ -155,7 +159,11 @@ func TestPatchMatrix(t *testing.T) {
 						t.Fatalf("entry not restored: % x, want % x", got, origBytes)
 					}
 					if strings.Contains(tg.maps(), hexAddr(r.Region)) {
-						t.Fatalf("patch region %#x still mapped", r.Region)
+						t.Fatalf("patch code at %#x still mapped", r.Region)
+					}
+					// Data and literals the program may point to stay.
+					if applied.Unmap < applied.Size && !strings.Contains(tg.maps(), hexAddr(r.Region+applied.Unmap)) {
+						t.Fatalf("patch data at %#x unmapped", r.Region+applied.Unmap)
 					}
 					if recs, _ := ulp.List(state); len(recs) != 0 {
 						t.Fatalf("list after unpatch: %+v", recs)

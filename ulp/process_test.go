@@ -111,7 +111,7 @@ func TestBadInput(t *testing.T) {
 
 	dir := filepath.Dir(res.OrigTarget)
 	tg := start(t, []string{"LD_LIBRARY_PATH=" + dir}, filepath.Join(dir, "app"))
-	before := tg.maps()
+	before := tg.stableMaps()
 	entry := symAddr(t, tg, res.OrigTarget, "lib_answer")
 	code := tg.memory(entry, 16)
 
@@ -140,7 +140,7 @@ func TestBadInput(t *testing.T) {
 	if _, err := ulp.Unpatch(tg.pid, "", ulp.Options{StateDir: state}); !errors.Is(err, ulp.ErrNotApplied) {
 		t.Fatalf("unpatch of an unpatched process: %v", err)
 	}
-	if got := tg.maps(); got != before {
+	if got := tg.stableMaps(); got != before {
 		t.Fatalf("maps changed:\n%s\nvs\n%s", before, got)
 	}
 	if got := tg.memory(entry, 16); !bytes.Equal(got, code) {
@@ -240,7 +240,7 @@ func TestBusy(t *testing.T) {
 	tg := start(t, nil, res.OrigTarget, "busy")
 	entry := symAddr(t, tg, res.OrigTarget, "spin")
 	code := tg.memory(entry, 16)
-	maps := tg.maps()
+	maps := tg.stableMaps()
 	time.Sleep(20 * time.Millisecond) // let the worker enter spin()
 
 	_, err := ulp.Apply(tg.pid, res.Patch, ulp.Options{StateDir: state, Timeout: 200 * time.Millisecond})
@@ -248,7 +248,7 @@ func TestBusy(t *testing.T) {
 		t.Fatalf("apply while parked: got %v, want ErrBusy", err)
 	}
 	t.Logf("refused as expected: %v", err)
-	if !bytes.Equal(tg.memory(entry, 16), code) || tg.maps() != maps {
+	if !bytes.Equal(tg.memory(entry, 16), code) || tg.stableMaps() != maps {
 		t.Fatal("the refused patch changed the process")
 	}
 	if st := procState(t, tg.pid); st == "t" || st == "T" {

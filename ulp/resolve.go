@@ -194,7 +194,13 @@ func prepare(p *Patch, v *view) (*plan, error) {
 			if t.typ != elf.STT_FUNC && t.typ != elf.STT_GNU_IFUNC {
 				return nil, fmt.Errorf("%s in the target is not a function (%v)", fn.OrigName, t.typ)
 			}
-			pl.funcs = append(pl.funcs, planFunc{name: fn.Name, origName: fn.OrigName, old: v.target.Bias + t.value, oldSize: t.size, newSym: newSym})
+			pf := planFunc{name: fn.Name, origName: fn.OrigName, old: v.target.Bias + t.value, oldSize: t.size, newSym: newSym}
+			if fn.ColdAddr != 0 {
+				pf.cold, pf.coldSize = v.target.Bias+fn.ColdAddr, fn.ColdSize
+			} else if c, ok := v.timg.coldPart(uo.u.File, fn.OrigName); ok {
+				pf.cold, pf.coldSize = v.target.Bias+c.value, c.size
+			}
+			pl.funcs = append(pl.funcs, pf)
 		}
 	}
 	sortFuncs(pl.funcs)
@@ -214,7 +220,9 @@ func (v *view) resolve(file string, e Extern, weak bool) (*ref, error) {
 	im := v.timg
 	var t tsym
 	found := false
-	if e.Local {
+	if e.Resolved {
+		t, found = tsym{e.Name, e.Addr, e.Size, e.Type, elf.STB_LOCAL}, true
+	} else if e.Local {
 		var err error
 		if t, err = im.local(file, e.Name); err != nil {
 			return nil, err
@@ -257,6 +265,9 @@ func (v *view) resolve(file string, e Extern, weak bool) (*ref, error) {
 		}
 		o := &v.objs[i]
 		if s.typ == elf.STT_GNU_IFUNC {
+			if a, ok := v.ifuncChoice(i, oim, s, e.Name); ok {
+				return &ref{name: e.Name, kind: refFar, fn: true, addr: a}, nil
+			}
 			return nil, fmt.Errorf("%s in %s is an IFUNC whose implementation is chosen at run time, and no loaded object has it bound yet; call it through a function the program already uses", e.Name, o.Path)
 		}
 		if s.typ == elf.STT_TLS {
@@ -303,4 +314,39 @@ func (v *view) targetRef(t tsym, e Extern) (*ref, error) {
 		}
 	}
 	return r, nil
+}
+
+// ifuncChoice finds the implementation an IFUNC of objs[i] chose in this
+// process, without running its resolver: from a GOT slot some loaded
+// object has bound to the symbol, else from one of the object's own
+// IRELATIVE slots with that resolver (glibc calls its string functions
+// internally through those).
+func (v *view) ifuncChoice(i int, oim *image, s tsym, name string) (uint64, bool) {
+	o := &v.objs[i]
+	resolver := o.Bias + s.value
+	for j := range v.objs {
+		jim, err := v.image(j)
+		if err != nil {
+			continue
+		}
+		for _, slot := range jim.imports[name] {
+			b, err := v.read(v.objs[j].Bias+slot, 8)
+			if err != nil {
+				continue
+			}
+			a := binary.LittleEndian.Uint64(b)
+			if a != 0 && a != resolver && v.inObject(o, a) {
+				return a, true
+			}
+		}
+	}
+	if slot, ok := oim.irel[s.value]; ok {
+		if b, err := v.read(o.Bias+slot, 8); err == nil {
+			a := binary.LittleEndian.Uint64(b)
+			if a != 0 && a != resolver && v.inObject(o, a) {
+				return a, true
+			}
+		}
+	}
+	return 0, false
 }

@@ -24,6 +24,11 @@ type Record struct {
 	StartTime uint64    `json:"start_time"`
 	Comm      string    `json:"comm"`
 	Patches   []Applied `json:"patches"`
+	// Kept lists what removed patches left mapped (see Applied.Unmap).
+	Kept []Kept `json:"kept,omitempty"`
+	// Notes say what this command found in memory that the record did
+	// not say, and what it did about it (never stored).
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Applied is one patch applied to a process.
@@ -41,6 +46,28 @@ type Applied struct {
 	Funcs     []Redirect    `json:"funcs"`
 	AppliedAt time.Time     `json:"applied_at"`
 	Pause     time.Duration `json:"pause_ns"`
+	// Head is the first bytes of the region as written: with the jumps
+	// it tells this patch's memory from anything else at that address.
+	Head []byte `json:"head,omitempty"`
+	// State is empty once committed; "applying" or "removing" while a
+	// command is in its commit stop (see reconcile).
+	State string `json:"state,omitempty"`
+	// Replaces is the lower level an "applying" patch replaces.
+	Replaces *Applied `json:"replaces,omitempty"`
+	// Unmap is how much of the region, from its start, is unmapped when
+	// the patch is removed or replaced: its code pages, unless something
+	// takes the address of the patch's code; 0 keeps it all. The rest
+	// (read-only data, literals, slots, writable data) stays mapped for
+	// good: the program may still point into it.
+	Unmap uint64 `json:"unmap,omitempty"`
+}
+
+// Kept is memory of a removed or replaced patch that stays mapped
+// because the program may still refer to it.
+type Kept struct {
+	Patch  string `json:"patch"`
+	Region uint64 `json:"region"`
+	Size   uint64 `json:"size"`
 }
 
 // Redirect is one jump written at a function entry.
@@ -103,8 +130,9 @@ func startTime(pid int) (uint64, string, error) {
 }
 
 // load returns the record of a live process (an empty one if it has
-// none); a record left by an earlier process with the same pid is
-// dropped.
+// none), reconciled with the process's memory (see reconcile); a record
+// left by an earlier process with the same pid is dropped, and a process
+// without a record adopts the patches its memory shows it inherited.
 func (s *store) load(pid int) (*Record, error) {
 	st, comm, err := startTime(pid)
 	if err != nil {
@@ -112,9 +140,36 @@ func (s *store) load(pid int) (*Record, error) {
 		return nil, fmt.Errorf("pid %d: no such process", pid)
 	}
 	rec := &Record{Pid: pid, StartTime: st, Comm: comm}
+	old, err := s.read(pid)
+	if err != nil {
+		return nil, err
+	}
+	if old == nil || old.StartTime != st {
+		if old != nil {
+			s.drop(pid)
+		}
+		others, _ := s.raw()
+		if adopt(rec, others) {
+			if err := s.save(rec); err != nil {
+				return nil, err
+			}
+		}
+		return rec, nil
+	}
+	old.Comm = comm
+	if reconcile(old) {
+		if err := s.save(old); err != nil {
+			return nil, err
+		}
+	}
+	return old, nil
+}
+
+// read returns the stored record of pid as it is, nil if none.
+func (s *store) read(pid int) (*Record, error) {
 	b, err := os.ReadFile(s.path(pid))
 	if errors.Is(err, os.ErrNotExist) {
-		return rec, nil
+		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read state: %w", err)
@@ -123,19 +178,40 @@ func (s *store) load(pid int) (*Record, error) {
 	if err := json.Unmarshal(b, &old); err != nil {
 		return nil, fmt.Errorf("state file %s is damaged (%v); if no livefix patch is applied to pid %d, remove it", s.path(pid), err, pid)
 	}
-	if old.StartTime != st {
-		s.drop(pid)
-		return rec, nil
-	}
 	return &old, nil
 }
 
+// raw returns every stored record as it is (exited processes included).
+func (s *store) raw() ([]*Record, error) {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("read state directory: %w", err)
+	}
+	var out []*Record
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok {
+			continue
+		}
+		pid, err := strconv.Atoi(name)
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if r, err := s.read(pid); err == nil && r != nil {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
 func (s *store) save(rec *Record) error {
-	if len(rec.Patches) == 0 {
+	if len(rec.Patches) == 0 && len(rec.Kept) == 0 {
 		s.drop(rec.Pid)
 		return nil
 	}
-	b, err := json.MarshalIndent(rec, "", "  ")
+	c := *rec
+	c.Notes = nil
+	b, err := json.MarshalIndent(&c, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}
@@ -151,8 +227,37 @@ func (s *store) save(rec *Record) error {
 
 func (s *store) drop(pid int) { os.Remove(s.path(pid)) }
 
-// all returns the records of live processes, forgetting the others.
+// all returns the records of live processes, reconciled, forgetting the
+// others; processes without a record that inherited a recorded patch by
+// fork (from a live or an exited parent) are adopted first.
 func (s *store) all() ([]*Record, error) {
+	raw, err := s.raw()
+	if err != nil {
+		return nil, err
+	}
+	known := map[int]bool{}
+	for _, r := range raw {
+		if st, _, err := startTime(r.Pid); err == nil && st == r.StartTime {
+			known[r.Pid] = true
+		}
+	}
+	adopted := map[int][]string{}
+	if len(raw) > 0 {
+		for _, pid := range allPids() {
+			if known[pid] {
+				continue
+			}
+			st, comm, err := startTime(pid)
+			if err != nil {
+				continue
+			}
+			rec := &Record{Pid: pid, StartTime: st, Comm: comm}
+			if adopt(rec, raw) {
+				s.save(rec)
+				adopted[pid] = rec.Notes
+			}
+		}
+	}
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
 		return nil, fmt.Errorf("read state directory: %w", err)
@@ -171,12 +276,28 @@ func (s *store) all() ([]*Record, error) {
 		if err != nil {
 			continue // the process exited: forgotten
 		}
-		if len(rec.Patches) > 0 {
+		rec.Notes = append(adopted[pid], rec.Notes...)
+		if len(rec.Patches) > 0 || len(rec.Notes) > 0 {
 			out = append(out, rec)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Pid < out[j].Pid })
 	return out, nil
+}
+
+// allPids lists the processes in /proc.
+func allPids() []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid > 0 && pid != os.Getpid() {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // List returns the patches applied to live processes, as recorded in dir

@@ -43,7 +43,11 @@ type image struct {
 	// dtpmod: GOT slots holding this object's TLS module id (DTPMOD64
 	// against a symbol it defines itself, or against no symbol).
 	dtpmod []uint64
-	tls    *elf.ProgHeader
+	// irel: resolver address -> GOT slot of an R_X86_64_IRELATIVE
+	// relocation with that resolver: after relocation the slot holds the
+	// implementation the IFUNC chose in this process.
+	irel map[uint64]uint64
+	tls  *elf.ProgHeader
 }
 
 var imageCache struct {
@@ -68,7 +72,7 @@ func loadImage(key, path string) (*image, error) {
 		return nil, fmt.Errorf("open mapped object: %w", err)
 	}
 	defer f.Close()
-	im, err = readImage(f)
+	im, err = readImage(f, nil)
 	if err != nil {
 		return nil, fmt.Errorf("read symbols of %s: %w", path, err)
 	}
@@ -84,7 +88,9 @@ func loadImage(key, path string) (*image, error) {
 	return im, nil
 }
 
-func readImage(r io.ReaderAt) (*image, error) {
+// readImage reads a linked object; if it has no .symtab and dbg is not
+// nil, the symbol table comes from dbg (its separate debug file).
+func readImage(r io.ReaderAt, dbg io.ReaderAt) (*image, error) {
 	f, err := elf.NewFile(r)
 	if err != nil {
 		return nil, err
@@ -99,6 +105,7 @@ func readImage(r io.ReaderAt) (*image, error) {
 		locals:   map[string][]tsym{},
 		imports:  map[string][]uint64{},
 		tpoff:    map[string]uint64{},
+		irel:     map[uint64]uint64{},
 	}
 	for i := range f.Progs {
 		if f.Progs[i].Type == elf.PT_LOAD {
@@ -113,6 +120,13 @@ func readImage(r io.ReaderAt) (*image, error) {
 		im.soname = libs[0]
 	}
 	syms, err := f.Symbols()
+	if errors.Is(err, elf.ErrNoSymbols) && dbg != nil {
+		df, derr := elf.NewFile(dbg)
+		if derr != nil {
+			return nil, fmt.Errorf("debug file: %w", derr)
+		}
+		syms, err = df.Symbols()
+	}
 	switch {
 	case err == nil:
 		im.hasSymtab = true
@@ -207,6 +221,8 @@ func readDynRelocs(f *elf.File, dyn []elf.Symbol, im *image) error {
 				if sym == nil || sym.Section != elf.SHN_UNDEF {
 					im.dtpmod = append(im.dtpmod, off)
 				}
+			case elf.R_X86_64_IRELATIVE:
+				im.irel[f.ByteOrder.Uint64(data[i+16:])] = off
 			}
 		}
 	}
@@ -293,7 +309,11 @@ func (im *image) matches(t tsym, f *Func) (bool, error) {
 // when several candidates remain, the one whose code matches.
 func (im *image) findFunc(file string, f *Func) (tsym, error) {
 	var cands []tsym
-	if g, ok := im.globals[f.OrigName]; ok && !f.Local {
+	if f.Addr != 0 {
+		// Located when the patch was built (possibly through a debug
+		// file): the build-id guarantees the same file.
+		cands = append(cands, tsym{f.OrigName, f.Addr, f.Size, elf.STT_FUNC, elf.STB_LOCAL})
+	} else if g, ok := im.globals[f.OrigName]; ok && !f.Local {
 		cands = append(cands, g)
 	} else if !im.hasSymtab {
 		return tsym{}, fmt.Errorf("static function %s: the target has no symbol table (stripped); patch an unstripped build", f.OrigName)
@@ -324,40 +344,15 @@ func (im *image) findFunc(file string, f *Func) (tsym, error) {
 	return tsym{}, fmt.Errorf("function %s is ambiguous: %d identical statics of that name", f.OrigName, len(hit))
 }
 
-// UnitInTarget reports whether the functions u redirects are in the
-// linked object at path (by name and code): true if all are, false if
-// none is (the unit belongs to another program of the build), an error
-// if only some are. globals lists the global functions the unit's
-// object defines: if the target has none of them, the object was not
-// linked into it (two programs may compile the same source file).
-func UnitInTarget(path string, u *Unit, globals []string) (bool, error) {
-	im, err := loadImage("", path)
-	if err != nil {
-		return false, err
-	}
-	if len(globals) > 0 {
-		found := false
-		for _, g := range globals {
-			_, ok := im.globals[g]
-			found = found || ok
+// coldPart finds the .cold part of function name of source file file.
+func (im *image) coldPart(file, name string) (tsym, bool) {
+	for _, n := range []string{name + ".cold", name + ".cold.0"} {
+		if ss := im.files[file][n]; len(ss) == 1 {
+			return ss[0], true
 		}
-		if !found {
-			return false, nil
+		if ss := im.locals[n]; len(ss) == 1 {
+			return ss[0], true
 		}
 	}
-	var have, miss []string
-	for i := range u.Funcs {
-		if _, err := im.findFunc(u.File, &u.Funcs[i]); err != nil {
-			miss = append(miss, u.Funcs[i].OrigName)
-		} else {
-			have = append(have, u.Funcs[i].OrigName)
-		}
-	}
-	switch {
-	case len(miss) == 0:
-		return true, nil
-	case len(have) == 0:
-		return false, nil
-	}
-	return false, fmt.Errorf("%s: functions %v are in %s but %v are not", u.Object, have, path, miss)
+	return tsym{}, false
 }

@@ -156,6 +156,40 @@ func (tg *target) maps() string {
 	return string(b)
 }
 
+// stableMaps is maps without livefix's scratch mapping (a 4 KiB r-x page
+// and 64 KiB of stack, anonymous), which the first injected syscall
+// creates and every later command reuses for the life of the process.
+func (tg *target) stableMaps() string {
+	lines := strings.Split(tg.maps(), "\n")
+	var out []string
+	span := func(l string) (uint64, uint64, string) {
+		f := strings.Fields(l)
+		if len(f) < 5 {
+			return 0, 0, ""
+		}
+		lo, hi, _ := strings.Cut(f[0], "-")
+		a, _ := strconv.ParseUint(lo, 16, 64)
+		b, _ := strconv.ParseUint(hi, 16, 64)
+		anon := ""
+		if len(f) == 5 && f[4] == "0" {
+			anon = f[1]
+		}
+		return a, b, anon
+	}
+	for i := 0; i < len(lines); i++ {
+		a, b, perm := span(lines[i])
+		if perm == "r-xp" && b-a == 4096 && i+1 < len(lines) {
+			c, d, p2 := span(lines[i+1])
+			if p2 == "rw-p" && c == b && d-c == 16*4096 {
+				i++
+				continue
+			}
+		}
+		out = append(out, lines[i])
+	}
+	return strings.Join(out, "\n")
+}
+
 func itoa(i int) string { return strconv.Itoa(i) }
 
 func testdata(t testing.TB, parts ...string) string {

@@ -17,17 +17,27 @@ import (
 	"github.com/livefix/livefix/ulp/build"
 )
 
-const userUsage = `usage: livefix-build user --src DIR --patch FILE --build 'CMD' --target PATH [-o OUT.lfp]
-                          [--name NAME] [--level N] [--keep DIR] [--json] [-v]
+const userUsage = `usage: livefix-build user --src DIR --patch FILE --build 'CMD'
+                          (--target-binary FILE [--debug-file FILE] | --target PATH)
+                          [-o OUT.lfp] [--name NAME] [--level N] [--keep DIR] [--json] [-v]
 
-Builds a userspace live patch. Copies DIR twice, applies FILE (patch -p1)
-to the second copy, runs CMD in both copies with a compiler wrapper (cc
-and gcc first in PATH and in $CC) that adds -ffunction-sections
--fdata-sections and records the objects it compiles, diffs the objects
-that changed and writes the patch for PATH (the executable or shared
-library, relative to DIR, whose running copies will be patched; matched by
-its GNU build-id). The running program must be the one CMD builds from the
-unpatched tree: build it the same way (or take it from --keep DIR/orig).
+Builds a userspace live patch. Copies DIR twice (without its built files),
+applies FILE (patch -p1) to the second copy and runs CMD in both copies
+with a compiler wrapper (cc, gcc, c++, g++ first in PATH and in $CC/$CXX)
+that records every compiler invocation; then compiles each source file
+the build compiled on its own, with the build's own options plus
+-ffunction-sections -fdata-sections, diffs the objects that changed and
+writes the patch.
+
+--target-binary FILE is the production executable or shared library the
+patch is for (stripped or not): the patch is keyed to its GNU build-id,
+its symbols come from its .symtab, else from its debug file (--debug-file,
+else /usr/lib/debug/.build-id/NN/REST.debug or its .gnu_debuglink), else
+from .dynsym. Every function the patch replaces or calls must have, in
+FILE, the code compiled from the unpatched source: otherwise the patch is
+refused, naming the function (the source or the flags do not match).
+--target PATH (relative to DIR) instead patches the binary CMD builds from
+the unpatched tree (kept with --keep DIR as DIR/orig/PATH).
 
 exit status: 0 patch written, 3 something cannot be live patched,
 4 no change to the target's code, 2 bad input, 1 build failure.`
@@ -39,6 +49,8 @@ func runUser(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.Patch, "patch", "", "unified diff to apply with patch -p1")
 	fs.StringVar(&c.Build, "build", "", "shell command that builds the tree, e.g. 'make -j2'")
 	fs.StringVar(&c.Target, "target", "", "built executable or shared library, relative to the tree")
+	fs.StringVar(&c.TargetBinary, "target-binary", "", "the production executable or shared library the patch is for")
+	fs.StringVar(&c.DebugFile, "debug-file", "", "separate debug file of --target-binary")
 	fs.StringVar(&c.Name, "name", "", "patch name (default: the patch file's base name)")
 	fs.IntVar(&c.Level, "level", 1, "patch level; a higher level replaces an applied patch for the same target")
 	fs.StringVar(&c.WorkDir, "keep", "", "keep both build trees in this directory (orig/, patched/)")
@@ -52,8 +64,12 @@ func runUser(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return exitBadInput
 	}
-	if len(pos) != 0 || c.Src == "" || c.Patch == "" || c.Build == "" || c.Target == "" {
-		fmt.Fprintln(stderr, "livefix-build user: --src, --patch, --build and --target are required and there are no positional arguments (see --help)")
+	if len(pos) != 0 || c.Src == "" || c.Patch == "" || c.Build == "" || (c.Target == "") == (c.TargetBinary == "") {
+		fmt.Fprintln(stderr, "livefix-build user: --src, --patch, --build and one of --target-binary or --target are required and there are no positional arguments (see --help)")
+		return exitBadInput
+	}
+	if c.DebugFile != "" && c.TargetBinary == "" {
+		fmt.Fprintln(stderr, "livefix-build user: --debug-file goes with --target-binary")
 		return exitBadInput
 	}
 	if c.Level < 1 {
@@ -74,7 +90,7 @@ func runUser(args []string, stdout, stderr io.Writer) int {
 		} else {
 			for _, d := range res.Diffs {
 				if !d.InTarget {
-					fmt.Fprintf(stdout, "%s: not part of %s, skipped\n", d.Object, c.Target)
+					fmt.Fprintf(stdout, "%s: not part of %s, skipped\n", d.Object, res.Patch.Target.Path)
 					continue
 				}
 				fmt.Fprintf(stdout, "%s: changed %s", d.Object, strings.Join(d.ChangeSet.Changed, ", "))
@@ -117,6 +133,6 @@ func runUser(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "livefix-build user: %v\n", err)
 		return exitFailure
 	}
-	fmt.Fprintf(stdout, "wrote %s: patch %s level %d for %s (build-id %s)\n", *out, res.Patch.Name, res.Patch.Level, c.Target, res.Patch.Target.BuildID)
+	fmt.Fprintf(stdout, "wrote %s: patch %s level %d for %s (build-id %s, symbols from %s)\n", *out, res.Patch.Name, res.Patch.Level, res.Patch.Target.Path, res.Patch.Target.BuildID, res.SymbolSource)
 	return exitOK
 }

@@ -19,15 +19,23 @@ import (
 const processUsage = `usage: livefix process COMMAND [ARGS]
 
 commands:
-  patch (--pid PID | --all) PATCH.lfp [--timeout D] [--json]
+  patch (--pid PID | --all [--include-init]) PATCH.lfp [--timeout D] [--json]
         apply a userspace live patch to one process, or to every process
         that maps the patch's target (matched by GNU build-id); a patch of
-        a higher level for the same target replaces the applied one
+        a higher level for the same target replaces the applied one.
+        --all is idempotent (a process that already has the patch counts
+        as done) and leaves pid 1 alone unless --include-init
   unpatch (--pid PID | --all) [NAME] [--timeout D] [--json]
         remove the patch NAME (without NAME: every livefix patch) from one
         process or from every patched process
   list [--json]
-        patched processes and their patches
+        patched processes and their patches; every command first checks
+        the records against the processes' memory and repairs what an
+        interrupted livefix left (reported as notes)
+  watch [--scan D] [--include-init] [--timeout D] PATCH.lfp...
+        apply the patches to every process that maps their targets, now
+        and whenever one starts (exec) or maps a target later (dlopen),
+        until interrupted
 
 options common to all commands:
   --state-dir DIR   where applied patches are recorded (default
@@ -44,6 +52,8 @@ func runProcess(args []string, stdout, stderr io.Writer) int {
 		return processChange(sub, rest, stdout, stderr)
 	case "list":
 		return processList(rest, stdout, stderr)
+	case "watch":
+		return processWatch(rest, stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, processUsage)
 		return exitOK
@@ -72,6 +82,9 @@ type processResult struct {
 	Stops    int     `json:"stops,omitempty"`
 	Attempts int     `json:"attempts,omitempty"`
 	Error    string  `json:"error,omitempty"`
+	// Skipped says why --all left a process as it was without failing
+	// (it already has the patch; it is init).
+	Skipped string `json:"skipped,omitempty"`
 }
 
 func processChange(sub string, args []string, stdout, stderr io.Writer) int {
@@ -84,6 +97,7 @@ func processChange(sub string, args []string, stdout, stderr io.Writer) int {
 	all := fs.Bool("all", false, "every process that maps the target (patch) or has a livefix patch (unpatch)")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the process to leave the code being replaced")
 	asJSON := fs.Bool("json", false, "print one JSON object per process")
+	includeInit := fs.Bool("include-init", false, "with --all, patch pid 1 too")
 	pos, err := cli.Parse(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
@@ -99,7 +113,8 @@ func processChange(sub string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "livefix process %s: bad pid %d\n", sub, *pid)
 		return exitBadInput
 	}
-	opts := ulp.Options{StateDir: *stateDir, Timeout: *timeout}
+	opts := ulp.Options{StateDir: *stateDir, Timeout: *timeout, IncludeInit: *includeInit,
+		Notify: func(pid int, note string) { fmt.Fprintf(stderr, "livefix process %s: pid %d: %s\n", sub, pid, note) }}
 	var results []processResult
 	var failures int
 	var firstErr error
@@ -142,6 +157,14 @@ func processChange(sub string, args []string, stdout, stderr io.Writer) int {
 				return exitFailure
 			}
 			for i := range pids {
+				if errors.Is(errs[i], ulp.ErrAlreadyApplied) || errors.Is(errs[i], ulp.ErrInit) {
+					why := "already has " + p.Name
+					if errors.Is(errs[i], ulp.ErrInit) {
+						why = "init (use --include-init)"
+					}
+					results = append(results, processResult{Pid: pids[i], Patch: p.Name, Skipped: why})
+					continue
+				}
 				record(res[i], pids[i], errs[i])
 			}
 		} else {
@@ -205,6 +228,10 @@ func printResults(stdout, stderr io.Writer, sub string, results []processResult,
 			fmt.Fprintf(stderr, "livefix process %s: %s\n", sub, r.Error)
 			continue
 		}
+		if r.Skipped != "" {
+			fmt.Fprintf(stdout, "pid %d: left as it is: %s\n", r.Pid, r.Skipped)
+			continue
+		}
 		extra := ""
 		if r.Replaced != "" {
 			extra = " (replacing " + r.Replaced + ")"
@@ -249,6 +276,11 @@ func processList(args []string, stdout, stderr io.Writer) int {
 			return exitFailure
 		}
 		return exitOK
+	}
+	for _, r := range recs {
+		for _, n := range r.Notes {
+			fmt.Fprintf(stderr, "livefix process list: pid %d: %s\n", r.Pid, n)
+		}
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PID\tCOMMAND\tPATCH\tLEVEL\tTARGET\tFUNCTIONS")

@@ -28,13 +28,23 @@
 // Memory is accessed through /proc/PID/mem (which can write read-only text
 // while attached), with PTRACE_PEEKDATA/POKEDATA as a fallback.
 //
-// Syscall runs one system call on a stopped thread: it saves the
-// registers, points rip at an existing `syscall` instruction (found in the
-// vdso or libc; only as a last resort are two bytes written at rip and
-// restored), sets orig_rax to -1 so an interrupted syscall of the thread
-// is not restart-adjusted, single-steps over the instruction and restores
-// every register, so the thread's own interrupted syscall restarts
-// exactly as it would have.
+// Syscall runs one system call on a stopped thread. The first one in a
+// process's life creates a scratch mapping (scratch_linux_amd64.go: a
+// stub that runs the syscall, restores every register from a save area
+// and jumps back) through an existing `syscall` instruction (vdso or
+// libc; only as a last resort are two bytes written at rip and
+// restored); later ones, and those of later livefix commands, which find
+// the mapping by its magic, write the thread's registers to the save area
+// first and run from the stub. The syscall is traced with PTRACE_SYSCALL
+// (no single-step: its SIGTRAP would kill the target if the tracer died
+// then); at the exit stop rax is read and every register restored, with
+// the thread's own interrupted syscall set to restart as the kernel
+// would. A tracer killed at any instant leaves the thread to finish the
+// syscall and return through the stub. Under seccomp the injected thread
+// gets PTRACE_O_SUSPEND_SECCOMP around the injected syscall only.
+//
+// ListenEvents subscribes to the kernel's process-event connector (exec
+// and fork of every process), for watching new processes.
 //
 // # Safety rules
 //

@@ -204,10 +204,24 @@ func (p *Process) StackWords(tid int, max int) ([]uint64, error) {
 // ThreadStack is what a conservative stack scan needs of one stopped
 // thread.
 type ThreadStack struct {
-	Tid int
-	Rip uint64
+	Tid           int
+	Rip, Rsp, Rbp uint64
 	// Words are up to max words of the stack from rsp on, as StackWords.
 	Words []uint64
+}
+
+// WordsAt reads up to max words of a stopped process's memory from addr
+// to the end of the mapping that holds addr (another stack than the
+// thread's current one: the interrupted stack under a signal handler
+// running on a sigaltstack). Cheap inside Run: no hand-off.
+func (p *Process) WordsAt(addr uint64, max int) ([]uint64, error) {
+	var words []uint64
+	err := p.do(func() error {
+		var err error
+		words, err = p.stackWords(0, addr, max)
+		return err
+	})
+	return words, err
 }
 
 // Stacks returns, in one request to the tracer thread, the rip and the
@@ -262,7 +276,7 @@ func (p *Process) stacks(max int) ([]ThreadStack, error) {
 		} else if err != nil {
 			return nil, fmt.Errorf("get registers of thread %d: %w", tid, err)
 		}
-		ts := ThreadStack{Tid: tid, Rip: regs.Rip}
+		ts := ThreadStack{Tid: tid, Rip: regs.Rip, Rsp: regs.Rsp, Rbp: regs.Rbp}
 		if max > 0 {
 			w, err := p.stackWords(tid, regs.Rsp, max)
 			if err != nil {
@@ -453,17 +467,38 @@ func (p *Process) syscall(t *thread, nr uintptr, args ...uint64) (uint64, error)
 	if len(args) > 6 {
 		return 0, fmt.Errorf("syscall %d: %d arguments, at most 6", nr, len(args))
 	}
+	if p.scratch == 0 && p.preMaps != nil {
+		p.scratch, p.preMaps = p.findScratch(p.preMaps), nil
+	}
+	if p.scratch == 0 && !p.bootstrap && !p.noScratch {
+		if err := p.setupScratch(t); err != nil {
+			// Go on through an existing syscall instruction (the window
+			// a killed tracer could leave is then every injection).
+			p.noScratch = true
+		}
+	}
 	var saved unix.PtraceRegs
 	if err := unix.PtraceGetRegs(t.tid, &saved); err != nil {
 		return 0, fmt.Errorf("syscall %d: save registers of thread %d: %w", nr, t.tid, err)
 	}
-	site, cleanup, err := p.syscallSite(t, &saved)
-	if err != nil {
-		return 0, fmt.Errorf("syscall %d: %w", nr, err)
-	}
 	var a [6]uint64
 	copy(a[:], args)
 	regs := saved
+	var site uint64
+	var cleanup func() error
+	if p.scratch != 0 && !p.bootstrap {
+		// The stub restores the thread by itself if we die from here on.
+		site = p.scratch
+		if _, err := p.mem.WriteAt(saveArea(&saved), int64(p.scratch+scratchSave)); err != nil {
+			return 0, fmt.Errorf("syscall %d: save registers of thread %d in the scratch page: %w", nr, t.tid, err)
+		}
+		regs.Rsp = p.scratch + scratchSave
+	} else {
+		var err error
+		if site, cleanup, err = p.syscallSite(t, &saved); err != nil {
+			return 0, fmt.Errorf("syscall %d: %w", nr, err)
+		}
+	}
 	regs.Rip = site
 	regs.Rax = uint64(nr)
 	// orig_rax = -1: if the thread stopped inside a syscall, the kernel
@@ -471,17 +506,32 @@ func (p *Process) syscall(t *thread, nr uintptr, args ...uint64) (uint64, error)
 	regs.Orig_rax = ^uint64(0)
 	regs.Rdi, regs.Rsi, regs.Rdx, regs.R10, regs.R8, regs.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
 	group := t.group
+	if p.seccomp {
+		if err := suspendSeccomp(t.tid, true); err != nil {
+			if cleanup != nil {
+				cleanup()
+			}
+			return 0, fmt.Errorf("syscall %d: %w", nr, err)
+		}
+		defer suspendSeccomp(t.tid, false)
+	}
 	if err := unix.PtraceSetRegs(t.tid, &regs); err != nil {
 		if cleanup != nil {
 			cleanup()
 		}
 		return 0, fmt.Errorf("syscall %d: set registers of thread %d: %w", nr, t.tid, err)
 	}
+	if testHookInjected != nil {
+		testHookInjected("set")
+	}
 	ret, err := p.stepSyscall(t, site)
 	if err == nil {
-		// Restoring every register, orig_rax included, lets the kernel
-		// restart an interrupted syscall exactly as it would have.
-		if err = unix.PtraceSetRegs(t.tid, &saved); err != nil {
+		// From the syscall-exit stop the kernel goes back to user space
+		// without restarting the thread's own interrupted syscall: do
+		// it here, as the kernel would.
+		back := saved
+		restartFixup(&back)
+		if err = unix.PtraceSetRegs(t.tid, &back); err != nil {
 			err = fmt.Errorf("syscall %d: restore registers of thread %d: %w", nr, t.tid, err)
 		}
 		t.group = group
@@ -502,7 +552,11 @@ func (p *Process) syscall(t *thread, nr uintptr, args ...uint64) (uint64, error)
 			ptrace(unix.PTRACE_INTERRUPT, t.tid, 0, 0)
 			p.waitFor(func() bool { return t.stopped || p.threads[t.tid] == nil }, "interrupted syscall")
 		}
-		if t.stopped && unix.PtraceSetRegs(t.tid, &saved) == nil {
+		back := saved
+		if t.sysStop {
+			restartFixup(&back)
+		}
+		if t.stopped && unix.PtraceSetRegs(t.tid, &back) == nil {
 			t.group = group
 			if cleanup == nil || cleanup() == nil {
 				return 0, fmt.Errorf("syscall %d: %w", nr, err)
@@ -516,23 +570,30 @@ func (p *Process) syscall(t *thread, nr uintptr, args ...uint64) (uint64, error)
 	return 0, fmt.Errorf("syscall %d: %w (detached from pid %d)", nr, err, p.pid)
 }
 
-// stepSyscall single-steps the thread over the syscall instruction at site
-// and returns rax. Signals whose delivery-stops get in the way are held
-// and re-delivered on resume.
+// testHookInjected (tests) is called at each point of an injection where
+// a killed tracer must leave the target unharmed.
+var testHookInjected func(point string)
+
+// stepSyscall runs the thread over the syscall instruction at site with
+// PTRACE_SYSCALL (its enter and exit stops queue no signal, unlike a
+// single-step's SIGTRAP, which a dying tracer would leave to kill the
+// target) and returns rax at the exit stop. Signals whose delivery-stops
+// get in the way are held and re-delivered on resume.
 func (p *Process) stepSyscall(t *thread, site uint64) (uint64, error) {
 	deadline := time.Now().Add(p.opts.Timeout)
+	entered := false
 	for attempt := 0; attempt < 64 && time.Now().Before(deadline); attempt++ {
 		if !t.eventStop && !t.ourTrap && t.sig != 0 {
 			t.held = append(t.held, heldSignal{sig: t.sig, info: t.info})
 		}
 		t.sig, t.ourTrap = 0, false
-		if err := ptrace(unix.PTRACE_SINGLESTEP, t.tid, 0, 0); err != nil {
+		if err := ptrace(unix.PTRACE_SYSCALL, t.tid, 0, 0); err != nil {
 			if err == unix.ESRCH {
 				delete(p.threads, t.tid)
 				p.syncThreads()
 				return 0, fmt.Errorf("thread %d: %w", t.tid, ErrNoProcess)
 			}
-			return 0, fmt.Errorf("single-step thread %d: %w", t.tid, err)
+			return 0, fmt.Errorf("resume thread %d into the syscall: %w", t.tid, err)
 		}
 		t.stopped = false
 		if err := p.waitFor(func() bool { return t.stopped || p.threads[t.tid] == nil }, "injected syscall"); err != nil {
@@ -542,17 +603,28 @@ func (p *Process) stepSyscall(t *thread, site uint64) (uint64, error) {
 			p.syncThreads()
 			return 0, fmt.Errorf("thread %d exited during syscall: %w", t.tid, ErrNoProcess)
 		}
-		if t.eventStop || t.sig != unix.SIGTRAP || siCode(&t.info) <= 0 {
-			continue // another stop: step again from where it is
+		if !t.sysStop {
+			continue // another stop: go on from where it is
+		}
+		if !entered {
+			entered = true
+			if testHookInjected != nil {
+				testHookInjected("enter")
+			}
+			continue
+		}
+		if testHookInjected != nil {
+			testHookInjected("exit")
 		}
 		var regs unix.PtraceRegs
 		if err := unix.PtraceGetRegs(t.tid, &regs); err != nil {
 			return 0, fmt.Errorf("get registers of thread %d: %w", t.tid, err)
 		}
-		if regs.Rip == site+uint64(len(syscallInsn)) {
-			t.ourTrap = true
-			return regs.Rax, nil
+		if regs.Rip != site+uint64(len(syscallInsn)) {
+			return 0, fmt.Errorf("thread %d stopped at %#x after the injected syscall, not %#x", t.tid, regs.Rip, site+2)
 		}
+		t.sysStop = false
+		return regs.Rax, nil
 	}
 	return 0, fmt.Errorf("thread %d did not complete the syscall: %w", t.tid, ErrTimeout)
 }
@@ -595,6 +667,9 @@ func (p *Process) mmapNear(snap []Mapping, lo, hi, size uint64, prot int) (uint6
 			}
 		} else if p.site == 0 {
 			p.site = p.searchSite(maps)
+		}
+		if p.scratch == 0 {
+			p.scratch = p.findScratch(maps)
 		}
 		cands := gapCandidates(maps, lo, hi, size, 32)
 		const flags = unix.MAP_PRIVATE | unix.MAP_ANONYMOUS | unix.MAP_FIXED_NOREPLACE

@@ -1,7 +1,6 @@
 package proc
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -52,6 +51,7 @@ type thread struct {
 	sig       unix.Signal // the stop's signal
 	info      [siginfoSize]byte
 	ourTrap   bool // the signal-delivery-stop is our own single-step SIGTRAP
+	sysStop   bool // a syscall-enter or -exit stop of PTRACE_SYSCALL (no signal)
 	// group is the stop signal if the thread is in group-stop (the process
 	// was stopped by SIGSTOP & co. before or while we were attached).
 	group unix.Signal
@@ -88,6 +88,11 @@ type Process struct {
 	exit      bool
 	sigc      chan struct{} // SIGCHLD arrived: a tracee may have stopped
 	site      uint64        // address of a `syscall` instruction in the target
+	scratch   uint64        // the scratch mapping (scratch_linux_amd64.go), or 0
+	bootstrap bool          // creating it: inject through site
+	noScratch bool          // it cannot be created: inject through site
+	preMaps   []Mapping     // the maps before the attach, to find the scratch mapping
+	seccomp   bool          // the process runs under seccomp: suspend it around injections
 	mapsCache []Mapping     // valid while stopped and unchanged by us
 	mapsFile  *os.File      // /proc/PID/maps for PROCMAP_QUERY, or nil
 	noQuery   bool          // PROCMAP_QUERY is not available
@@ -162,6 +167,10 @@ func AttachRun(pid int, opts AttachOptions, f func(*Process) error) (*Process, e
 		threads: map[int]*thread{},
 		zombies: map[int]bool{},
 	}
+	// Read while the process runs: where an earlier livefix left the
+	// scratch mapping (see scratch_linux_amd64.go).
+	p.preMaps, _ = ReadMaps(pid)
+	p.seccomp = seccompMode(pid) != 0
 	go p.loop()
 	var ferr error
 	err := p.do(func() error {
@@ -329,11 +338,6 @@ func setSiginfo(tid int, info *[siginfoSize]byte) error {
 	return err
 }
 
-// siCode returns si_code from a raw siginfo.
-func siCode(info *[siginfoSize]byte) int32 {
-	return int32(binary.LittleEndian.Uint32(info[8:]))
-}
-
 func isStopSignal(s unix.Signal) bool {
 	return s == unix.SIGSTOP || s == unix.SIGTSTP || s == unix.SIGTTIN || s == unix.SIGTTOU
 }
@@ -400,7 +404,7 @@ func (p *Process) seize(tid int) (added bool, err error) {
 	if p.zombies[tid] {
 		return false, nil
 	}
-	err = ptrace(unix.PTRACE_SEIZE, tid, 0, 0)
+	err = ptrace(unix.PTRACE_SEIZE, tid, 0, unix.PTRACE_O_TRACESYSGOOD)
 	switch {
 	case err == nil:
 	case err == unix.ESRCH:
@@ -599,6 +603,12 @@ func (p *Process) event(tid int, ws unix.WaitStatus) {
 	t.sig = sig
 	t.ourTrap = false
 	t.group = 0
+	t.sysStop = false
+	if sig == unix.SIGTRAP|0x80 {
+		// A syscall stop of an injected syscall: no signal to deliver.
+		t.sysStop, t.eventStop, t.sig = true, false, 0
+		return
+	}
 	if ev == unix.PTRACE_EVENT_STOP {
 		t.eventStop = true
 		if isStopSignal(sig) {

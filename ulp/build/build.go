@@ -1,7 +1,6 @@
 package build
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"debug/elf"
@@ -14,9 +13,9 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/livefix/livefix/elfobj"
-	"github.com/livefix/livefix/internal/proc"
 	"github.com/livefix/livefix/objdiff"
 	"github.com/livefix/livefix/ulp"
 )
@@ -30,8 +29,16 @@ type Config struct {
 	// Build is the shell command that builds the tree (run in its root).
 	Build string
 	// Target is the built executable or shared library, relative to the
-	// tree's root.
+	// tree's root: the patch is for the binary the unpatched tree builds.
 	Target string
+	// TargetBinary, instead of Target, is the production binary (stripped
+	// or not) the patch is for: the build only shows livefix how each
+	// source is compiled; the patch is keyed to this file's build-id and
+	// checked against its code.
+	TargetBinary string
+	// DebugFile is TargetBinary's separate debug file; if empty it is
+	// looked up by build-id and .gnu_debuglink (ulp.DebugRoots).
+	DebugFile string
 	// Name and Level of the patch; Name defaults to the patch file's base
 	// name without extension, Level to 1.
 	Name  string
@@ -56,8 +63,10 @@ type Result struct {
 	Diffs []UnitDiff
 	// OrigTarget is the target built from the unpatched tree (the binary
 	// whose running copies the patch applies to); empty once a temporary
-	// WorkDir was removed.
+	// WorkDir was removed, or with TargetBinary.
 	OrigTarget string
+	// SymbolSource says where the target's symbols came from.
+	SymbolSource string
 }
 
 // RefusedError lists the changes that cannot be live patched.
@@ -74,8 +83,20 @@ var ErrNoChange = errors.New("the patch changes no code of the target")
 
 // Build runs both builds and makes the patch.
 func Build(ctx context.Context, c Config) (*Result, error) {
-	if c.Src == "" || c.Patch == "" || c.Build == "" || c.Target == "" {
-		return nil, errors.New("build: source tree, patch, build command and target are all required")
+	if c.Src == "" || c.Patch == "" || c.Build == "" || (c.Target == "") == (c.TargetBinary == "") {
+		return nil, errors.New("build: source tree, patch, build command and one of target (in the tree) or target binary are required")
+	}
+	if c.TargetBinary != "" {
+		abs, err := filepath.Abs(c.TargetBinary)
+		if err != nil {
+			return nil, fmt.Errorf("target binary: %w", err)
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return nil, fmt.Errorf("target binary: %w", err)
+		}
+		c.TargetBinary = abs
+	} else if c.DebugFile != "" {
+		return nil, errors.New("build: a debug file goes with a target binary")
 	}
 	src, err := filepath.Abs(c.Src)
 	if err != nil {
@@ -91,7 +112,7 @@ func Build(ctx context.Context, c Config) (*Result, error) {
 	if _, err := os.Stat(patchFile); err != nil {
 		return nil, fmt.Errorf("patch: %w", err)
 	}
-	if filepath.IsAbs(c.Target) || strings.HasPrefix(filepath.Clean(c.Target), "..") {
+	if c.Target != "" && (filepath.IsAbs(c.Target) || strings.HasPrefix(filepath.Clean(c.Target), "..")) {
 		return nil, fmt.Errorf("target %s must be a path inside the build tree", c.Target)
 	}
 	if c.Name == "" {
@@ -133,51 +154,106 @@ func Build(ctx context.Context, c Config) (*Result, error) {
 		if err := run(ctx, log, "", "cp", "-a", src+"/.", trees[t]); err != nil {
 			return nil, fmt.Errorf("copy source tree: %w", err)
 		}
+		if err := removeBuilt(trees[t]); err != nil {
+			return nil, err
+		}
 	}
 	if err := run(ctx, log, trees["patched"], "patch", "-p1", "--batch", "--forward", "--no-backup-if-mismatch", "-i", patchFile); err != nil {
 		return nil, fmt.Errorf("apply %s to a copy of %s: %w", c.Patch, c.Src, err)
 	}
-	objs := map[string][]string{}
-	for _, t := range []string{"orig", "patched"} {
-		fmt.Fprintf(log, "livefix-build: building %s tree\n", t)
-		if objs[t], err = buildTree(ctx, log, wrap, trees[t], src, c.Build); err != nil {
-			return nil, fmt.Errorf("build of the %s tree: %w", t, err)
+	// Both trees build at the same time (each with its own log, written
+	// out in order afterwards): on a multi-core host the patch takes the
+	// time of one build.
+	objs := map[string]map[string]compileJob{}
+	var logs [2]bytes.Buffer
+	var jobs [2][]compileJob
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i, t := range []string{"orig", "patched"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fmt.Fprintf(&logs[i], "livefix-build: building %s tree\n", t)
+			jobs[i], errs[i] = buildTree(ctx, &logs[i], wrap, trees[t], src, c.Build, c.TargetBinary != "")
+		}()
+	}
+	wg.Wait()
+	for i, t := range []string{"orig", "patched"} {
+		log.Write(logs[i].Bytes())
+		if errs[i] != nil {
+			return nil, fmt.Errorf("build of the %s tree: %w", t, errs[i])
+		}
+		objs[t] = map[string]compileJob{}
+		for _, j := range jobs[i] {
+			objs[t][j.key] = j
 		}
 	}
-	origTarget := filepath.Join(trees["orig"], c.Target)
-	id, err := proc.ReadBuildID(origTarget)
-	if err != nil {
-		return nil, fmt.Errorf("target %s: %w (link it with --build-id, the default of Debian's gcc)", c.Target, err)
+	targetPath := c.TargetBinary
+	if targetPath == "" {
+		targetPath = filepath.Join(trees["orig"], c.Target)
 	}
-	p := &ulp.Patch{Name: c.Name, Level: c.Level, Target: ulp.Target{BuildID: hex.EncodeToString(id), Path: c.Target, Soname: soname(origTarget)}}
-	res := &Result{Patch: p}
-	if c.WorkDir != "" {
-		res.OrigTarget = origTarget
+	tf, err := ulp.OpenTarget(targetPath, c.DebugFile)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(log, "livefix-build: target %s (build-id %x), symbols from %s\n", targetPath, tf.BuildID, tf.Symbols)
+	tname := c.Target
+	if tname == "" {
+		tname = filepath.Base(c.TargetBinary)
+	}
+	p := &ulp.Patch{Name: c.Name, Level: c.Level, Target: ulp.Target{BuildID: hex.EncodeToString(tf.BuildID), Path: tname, Soname: soname(targetPath)}}
+	res := &Result{Patch: p, SymbolSource: tf.Symbols}
+	if c.WorkDir != "" && c.TargetBinary == "" {
+		res.OrigTarget = targetPath
+	}
+	orig, err := indexOrig(trees["orig"], objs["orig"])
+	if err != nil {
+		return nil, err
 	}
 	var refused []string
-	origSet := map[string]bool{}
-	for _, o := range objs["orig"] {
-		origSet[o] = true
+	// Units by source file: a file compiled several ways (libtool's PIC
+	// and non-PIC objects, one source built into two programs) has one
+	// variant per way; the one whose code is in the target is used.
+	type variant struct {
+		job  compileJob
+		u    *ulp.Unit
+		cs   objdiff.ChangeSet
+		in   bool
+		bad  []ulp.Mismatch
+		glob []string
 	}
-	for _, o := range objs["patched"] {
-		if !origSet[o] {
-			refused = append(refused, o+": a new object file; put new code into an existing source file")
+	bySrc := map[string][]*variant{}
+	var srcs []string
+	keys := make([]string, 0, len(objs["patched"]))
+	for k := range objs["patched"] {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		pj := objs["patched"][k]
+		oj, ok := objs["orig"][k]
+		if !ok {
+			refused = append(refused, pj.src+": a new source file or a new way of compiling it; put new code into an existing source file")
 			continue
 		}
-		a, errA := os.ReadFile(filepath.Join(trees["orig"], o))
-		b, errB := os.ReadFile(filepath.Join(trees["patched"], o))
+		a, errA := os.ReadFile(filepath.Join(trees["orig"], oj.obj))
+		b, errB := os.ReadFile(filepath.Join(trees["patched"], pj.obj))
 		if errA != nil || errB != nil {
-			return nil, fmt.Errorf("object %s: %w", o, errors.Join(errA, errB))
+			return nil, fmt.Errorf("object of %s: %w", pj.src, errors.Join(errA, errB))
 		}
 		if bytes.Equal(a, b) {
 			continue
 		}
-		u, cs, err := diffObject(o, a, b)
+		if pj.lang == "c++" {
+			refused = append(refused, pj.src+": C++ translation units cannot be live patched (exceptions and .eh_frame of patched code are not supported); only C sources")
+			continue
+		}
+		u, cs, err := diffObject(pj.src, a, b)
 		if err != nil {
 			var re *objdiff.RefusedError
 			if errors.As(err, &re) {
 				for _, r := range re.Refused {
-					refused = append(refused, o+": "+r.Symbol+": "+r.Reason)
+					refused = append(refused, pj.src+": "+r.Symbol+": "+r.Reason)
 				}
 				continue
 			}
@@ -186,15 +262,36 @@ func Build(ctx context.Context, c Config) (*Result, error) {
 		if u == nil {
 			continue // no functional change
 		}
-		in, err := ulp.UnitInTarget(origTarget, u, globalFuncs(a))
-		if err != nil {
+		v := &variant{job: oj, u: u, cs: cs, glob: globalFuncs(a)}
+		if v.in, v.bad, err = tf.Bind(u, v.glob, orig.lookup(oj.key)); err != nil {
 			return nil, err
 		}
-		res.Diffs = append(res.Diffs, UnitDiff{Object: o, InTarget: in, ChangeSet: cs})
-		if in {
-			p.Units = append(p.Units, *u)
-		} else {
-			fmt.Fprintf(log, "livefix-build: %s changed but is not part of %s; skipped\n", o, c.Target)
+		if len(bySrc[pj.src]) == 0 {
+			srcs = append(srcs, pj.src)
+		}
+		bySrc[pj.src] = append(bySrc[pj.src], v)
+	}
+	for _, s := range srcs {
+		var use *variant
+		var inBad []*variant
+		for _, v := range bySrc[s] {
+			if v.in && len(v.bad) == 0 && use == nil {
+				use = v
+			} else if v.in && len(v.bad) > 0 {
+				inBad = append(inBad, v)
+			}
+		}
+		switch {
+		case use != nil:
+			res.Diffs = append(res.Diffs, UnitDiff{Object: s, InTarget: true, ChangeSet: use.cs})
+			p.Units = append(p.Units, *use.u)
+		case len(inBad) > 0:
+			for _, m := range inBad[0].bad {
+				refused = append(refused, fmt.Sprintf("%s: %s", s, m))
+			}
+		default:
+			res.Diffs = append(res.Diffs, UnitDiff{Object: s, InTarget: false, ChangeSet: bySrc[s][0].cs})
+			fmt.Fprintf(log, "livefix-build: %s changed but is not part of %s; skipped\n", s, tname)
 		}
 	}
 	if len(refused) > 0 {
@@ -321,109 +418,6 @@ func soname(path string) string {
 	return ""
 }
 
-// wrapperScript is installed as cc and gcc in front of PATH.
-const wrapperScript = `#!/bin/sh
-# livefix-build compiler wrapper: adds the flags live patching needs and
-# records each object file it compiles.
-"$LIVEFIX_REAL_CC" "$@" -ffunction-sections -fdata-sections -fno-lto ${LIVEFIX_PREFIX_MAP:+"-ffile-prefix-map=$LIVEFIX_PREFIX_MAP"} || exit $?
-compile=0 out= prev=
-for a in "$@"; do
-	[ "$prev" = "-o" ] && out=$a
-	case $a in
-	-c) compile=1 ;;
-	-o?*) out=${a#-o} ;;
-	esac
-	prev=$a
-done
-if [ "$compile" != 1 ]; then
-	for a in "$@"; do
-		case $a in
-		*.c|*.S) echo "livefix-build: warning: $a compiled and linked in one step; its object cannot be diffed (compile with -c)" >&2 ;;
-		esac
-	done
-	exit 0
-fi
-if [ -n "$out" ]; then
-	case $out in /*) ;; *) out=$PWD/$out ;; esac
-	echo "$out" >>"$LIVEFIX_OBJLOG"
-	exit 0
-fi
-for a in "$@"; do
-	case $a in
-	*.c|*.i|*.s|*.S)
-		b=${a##*/}
-		echo "$PWD/${b%.*}.o" >>"$LIVEFIX_OBJLOG" ;;
-	esac
-done
-`
-
-func writeWrapper(dir string) (string, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("compiler wrapper: %w", err)
-	}
-	for _, n := range []string{"cc", "gcc"} {
-		if err := os.WriteFile(filepath.Join(dir, n), []byte(wrapperScript), 0o755); err != nil {
-			return "", fmt.Errorf("compiler wrapper: %w", err)
-		}
-	}
-	return dir, nil
-}
-
-// buildTree runs the build command in tree through the wrapper and
-// returns the objects it compiled, relative to tree, in build order.
-func buildTree(ctx context.Context, log io.Writer, wrap, tree, src, command string) ([]string, error) {
-	real := os.Getenv("CC")
-	if real == "" || filepath.Base(real) == real {
-		name := real
-		if name == "" {
-			name = "gcc"
-		}
-		p, err := exec.LookPath(name)
-		if err != nil {
-			return nil, fmt.Errorf("compiler %s not found: %w", name, err)
-		}
-		real = p
-	}
-	objlog := filepath.Join(filepath.Dir(wrap), filepath.Base(tree)+".objects")
-	os.Remove(objlog)
-	cmd := exec.CommandContext(ctx, "sh", "-c", command)
-	cmd.Dir = tree
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.Env = append(os.Environ(),
-		"PATH="+wrap+string(os.PathListSeparator)+os.Getenv("PATH"),
-		"CC="+filepath.Join(wrap, "cc"),
-		"LIVEFIX_REAL_CC="+real,
-		"LIVEFIX_OBJLOG="+objlog,
-		"LIVEFIX_PREFIX_MAP="+tree+"="+src,
-	)
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("%q failed in %s (see the build log): %w", command, tree, err)
-	}
-	f, err := os.Open(objlog)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%q compiled nothing through the wrapper (does it use $CC or cc/gcc from PATH, and was the tree clean?)", command)
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	seen := map[string]bool{}
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		rel, err := filepath.Rel(tree, filepath.Clean(sc.Text()))
-		if err != nil || strings.HasPrefix(rel, "..") {
-			continue // compiled outside the tree
-		}
-		if !seen[rel] {
-			seen[rel] = true
-			out = append(out, rel)
-		}
-	}
-	sort.Strings(out)
-	return out, sc.Err()
-}
-
 func run(ctx context.Context, log io.Writer, dir, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
@@ -433,4 +427,62 @@ func run(ctx context.Context, log io.Writer, dir, name string, args ...string) e
 		return fmt.Errorf("%s: %w: %s", name, err, strings.TrimSpace(buf.String()))
 	}
 	return nil
+}
+
+// origIndex holds the functions of every object compiled from the
+// unpatched tree, for the check of the target functions a patch calls.
+type origIndex struct {
+	// byKey: compile key -> function name -> its code (statics included).
+	byKey map[string]map[string]ulp.Func
+	// globals: function name -> code of each global definition.
+	globals map[string][]ulp.Func
+}
+
+func indexOrig(tree string, jobs map[string]compileJob) (*origIndex, error) {
+	ix := &origIndex{byKey: map[string]map[string]ulp.Func{}, globals: map[string][]ulp.Func{}}
+	for k, j := range jobs {
+		if j.lang == "c++" {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(tree, j.obj))
+		if err != nil {
+			return nil, fmt.Errorf("object of %s: %w", j.src, err)
+		}
+		f, err := elfobj.Read(b)
+		if err != nil {
+			return nil, fmt.Errorf("object of %s: %w", j.src, err)
+		}
+		rels := f.RelocSections()
+		m := map[string]ulp.Func{}
+		for _, s := range f.Symbols {
+			if s.Type != elf.STT_FUNC || s.Section == nil || s.Name == "" {
+				continue
+			}
+			code, holes := origCode(f, rels, s.Name)
+			if code == nil {
+				continue
+			}
+			fn := ulp.Func{OrigName: s.Name, Code: code, Holes: holes}
+			m[s.Name] = fn
+			if s.Bind != elf.STB_LOCAL {
+				ix.globals[s.Name] = append(ix.globals[s.Name], fn)
+			}
+		}
+		ix.byKey[k] = m
+	}
+	return ix, nil
+}
+
+// lookup returns the OrigCode of the unit compiled as key.
+func (ix *origIndex) lookup(key string) ulp.OrigCode {
+	return func(_ *ulp.Unit, name string, local bool) []ulp.Func {
+		own, ok := ix.byKey[key][name]
+		if local {
+			if ok {
+				return []ulp.Func{own}
+			}
+			return nil
+		}
+		return ix.globals[name]
+	}
 }
