@@ -23,6 +23,12 @@ commands:
   process patch|unpatch|list
         live patch running processes and shared libraries
         (run 'livefix process --help')
+  register --server URL [--root FILE] [--key ORG-KEY]
+        trust a patch repository (run 'livefix register --help')
+  update [--dry-run] [--json]
+        take the patch level this host's channel allows, now
+  daemon
+        the agent service: poll the repository and update by itself
 `
 
 // Exit codes shared by the subcommands.
@@ -44,6 +50,12 @@ func main() {
 		code = runKernel(args, os.Stdout, os.Stderr)
 	case "process":
 		code = runProcess(args, os.Stdout, os.Stderr)
+	case "register":
+		code = runRegister(args, os.Stdout, os.Stderr)
+	case "update":
+		code = runUpdate(args, os.Stdout, os.Stderr)
+	case "daemon":
+		code = runDaemon(args, os.Stdout, os.Stderr)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:
