@@ -206,4 +206,3 @@ func agentStatus(configFlag string) *agent.Status {
 	s, _ := agent.ReadStatus(cfg.StateDir)
 	return s
 }
-
