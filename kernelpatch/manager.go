@@ -106,11 +106,11 @@ func (ss *session) save() error {
 func (m *Manager) begin(ctx context.Context, wait time.Duration, o Options) (*session, string, error) {
 	buildID, err := m.Sys.KernelBuildID()
 	if err != nil {
-		return nil, "", err
+		return nil, "", fmt.Errorf("%w; nothing was changed", err)
 	}
 	release, err := m.Sys.Release()
 	if err != nil {
-		return nil, "", err
+		return nil, "", fmt.Errorf("%w; nothing was changed", err)
 	}
 	lk, err := m.State.Lock(ctx, wait)
 	if err != nil {
@@ -119,7 +119,7 @@ func (m *Manager) begin(ctx context.Context, wait time.Duration, o Options) (*se
 	st, err := m.State.Load(buildID)
 	if err != nil {
 		lk.Unlock()
-		return nil, "", err
+		return nil, "", fmt.Errorf("%w; nothing was changed", err)
 	}
 	ss := &session{m: m, lock: lk, st: st, bootID: m.Sys.BootID(), release: release}
 	repaired, err := ss.reconcile(ctx, o)
