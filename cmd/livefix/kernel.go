@@ -350,3 +350,6 @@ func kernelVersion(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fmt.Fprintln(stdout, v)
 	return exitOK
 }
+
+// stateDirRoot resolves a --state-dir value.
+func stateDirRoot(flagValue string) string { return hoststate.Root(flagValue) }
