@@ -4,15 +4,16 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sort"
+	"time"
 
+	"github.com/livefix/livefix/hoststate"
 	"github.com/livefix/livefix/kernelpatch"
 )
 
 // Kernel is the host's kernel load path as the agent uses it. The host
-// implementation must serialise against other livefix commands, persist
-// what it applied and roll back a transition that does not complete:
-// the agent adds no state of its own about the kernel.
+// implementation serialises against other livefix commands, persists what
+// it applied (re-applied at boot) and rolls back a transition that does
+// not complete: the agent adds no state of its own about the kernel.
 type Kernel interface {
 	// BuildID is the running kernel's GNU build-id (hex).
 	BuildID() (string, error)
@@ -26,15 +27,39 @@ type Kernel interface {
 	Unload(ctx context.Context, progress io.Writer) error
 }
 
-// HostKernel is the running kernel through package kernelpatch.
-func HostKernel() Kernel { return &hostKernel{sys: kernelpatch.Host()} }
+// HostKernel is the running kernel through the host's Manager (lock,
+// reconcile, persistent record, rollback) with state in stateDir ("" =
+// $LIVEFIX_STATE_DIR or /var/lib/livefix).
+func HostKernel(stateDir string, lockTimeout time.Duration) Kernel {
+	m := kernelpatch.NewManager(kernelpatch.Host(), hoststate.Root(stateDir))
+	if lockTimeout > 0 {
+		m.LockTimeout = lockTimeout
+	}
+	return &hostKernel{m: m}
+}
 
-type hostKernel struct{ sys *kernelpatch.System }
+// ManagerKernel uses an existing Manager (tests, other systems).
+func ManagerKernel(m *kernelpatch.Manager) Kernel { return &hostKernel{m: m} }
 
-func (h *hostKernel) BuildID() (string, error) { return h.sys.KernelBuildID() }
+type hostKernel struct{ m *kernelpatch.Manager }
 
+func (h *hostKernel) BuildID() (string, error) { return h.m.Sys.KernelBuildID() }
+
+// Applied is the level recorded for the running kernel, or, when none is
+// recorded, the highest enabled livefix level (loaded with --no-persist).
 func (h *hostKernel) Applied() (int, string, error) {
-	ps, err := h.sys.List()
+	bid, err := h.m.Sys.KernelBuildID()
+	if err != nil {
+		return 0, "", err
+	}
+	st, err := hoststate.Open(h.m.State.Root).Load(bid)
+	if err != nil {
+		return 0, "", err
+	}
+	if st != nil && st.Applied != nil {
+		return st.Applied.Level, st.Applied.Name, nil
+	}
+	ps, err := h.m.Sys.List()
 	if err != nil {
 		return 0, "", err
 	}
@@ -48,7 +73,7 @@ func (h *hostKernel) Applied() (int, string, error) {
 }
 
 func (h *hostKernel) Apply(ctx context.Context, ko string, downgrade bool, progress io.Writer) error {
-	res, err := h.sys.Load(ctx, ko, kernelpatch.Options{Progress: progress})
+	res, err := h.m.Apply(ctx, ko, kernelpatch.ApplyOptions{Options: kernelpatch.Options{Progress: progress}, Downgrade: downgrade})
 	if err != nil {
 		return err
 	}
@@ -59,18 +84,6 @@ func (h *hostKernel) Apply(ctx context.Context, ko string, downgrade bool, progr
 }
 
 func (h *hostKernel) Unload(ctx context.Context, progress io.Writer) error {
-	ps, err := h.sys.List()
-	if err != nil {
-		return err
-	}
-	sort.Slice(ps, func(i, j int) bool { return ps[i].Level > ps[j].Level })
-	for _, p := range ps {
-		if !p.Livefix {
-			continue
-		}
-		if _, err := h.sys.Unload(ctx, p.Name, kernelpatch.Options{Progress: progress}); err != nil {
-			return err
-		}
-	}
-	return nil
+	_, _, err := h.m.UnloadAll(ctx, kernelpatch.Options{Progress: progress})
+	return err
 }

@@ -13,14 +13,19 @@ import (
 	"time"
 
 	"github.com/livefix/livefix/agent"
+	"github.com/livefix/livefix/kernelpatch"
 )
 
 // agentVersion is compared with a patch's minimum agent version; set at
 // build time with -ldflags "-X main.agentVersion=...".
 var agentVersion = "dev"
 
-// newAgentKernel is the kernel the agent applies to; tests replace it.
-var newAgentKernel = agent.HostKernel
+// newAgentKernel is the kernel the agent applies to, through the host's
+// load path with the state directory of the agent's configuration; tests
+// replace it.
+var newAgentKernel = func(cfg *agent.Config) agent.Kernel {
+	return agent.HostKernel(cfg.StateDir, kernelpatch.DefaultLockTimeout)
+}
 
 // newAgentUser patches processes; tests replace it.
 var newAgentUser = func() agent.UserPatcher { return agent.HostUser("") }
@@ -30,7 +35,7 @@ func loadAgent(configFlag string, stderr io.Writer) (*agent.Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &agent.Agent{Config: cfg, Kernel: newAgentKernel(), User: newAgentUser(), Version: agentVersion, Progress: stderr}, nil
+	return &agent.Agent{Config: cfg, Kernel: newAgentKernel(cfg), User: newAgentUser(), Version: agentVersion, Progress: stderr}, nil
 }
 
 func runRegister(args []string, stdout, stderr io.Writer) int {
