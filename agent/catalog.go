@@ -34,6 +34,7 @@ type Catalog struct {
 	// (ignored, never applied).
 	Skipped []string
 	up      *updater.Updater
+	repo    string
 }
 
 // ForBuildID returns the levels of kind for build-id id, lowest first.
@@ -47,8 +48,9 @@ func (c *Catalog) ForBuildID(kind, id string) []*Level {
 	return out
 }
 
-// ErrUntrusted is wrapped when the repository's metadata does not verify.
-var ErrUntrusted = errors.New("repository metadata did not verify")
+// ErrUntrusted is wrapped when the repository's metadata, or a download
+// against it, does not verify.
+var ErrUntrusted = errors.New("repository verification failed")
 
 // ErrUnreachable is wrapped when the repository cannot be reached.
 var ErrUnreachable = errors.New("repository unreachable")
@@ -112,7 +114,9 @@ func (a *Agent) Refresh(ctx context.Context) (*Catalog, error) {
 	if tm == nil {
 		return nil, fmt.Errorf("%w: no targets metadata", ErrUntrusted)
 	}
-	return buildCatalog(tm.Signed.Targets, up), nil
+	c := buildCatalog(tm.Signed.Targets, up)
+	c.repo = a.Config.Repository
+	return c, nil
 }
 
 func buildCatalog(targets map[string]*metadata.TargetFiles, up *updater.Updater) *Catalog {
@@ -190,7 +194,7 @@ func (c *Catalog) download(l *Level, file, dir string) (string, error) {
 	out := filepath.Join(dir, file)
 	if _, _, err := c.up.DownloadTarget(tf, out, ""); err != nil {
 		os.Remove(out)
-		return "", fmt.Errorf("download %s: %w", tf.Path, err)
+		return "", fmt.Errorf("download %s: %w", tf.Path, classify(c.repo, err))
 	}
 	return out, nil
 }
