@@ -207,15 +207,14 @@ func (c *Config) userspace() bool { return c.Userspace == nil || *c.Userspace }
 // Save writes the configuration atomically with mode 0600 (it may hold a
 // host credential).
 func (c *Config) Save(path string) error {
-	var buf bytes.Buffer
-	buf.WriteString("# livefix agent configuration (written by livefix register; see livefix update --help)\n")
-	if err := toml.NewEncoder(&buf).Encode(c.fields()); err != nil {
-		return fmt.Errorf("encode agent configuration: %w", err)
+	b, err := c.encode()
+	if err != nil {
+		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("save agent configuration: %w", err)
 	}
-	if err := writeFile(path, buf.Bytes(), 0o600); err != nil {
+	if err := writeFile(path, b, 0o600); err != nil {
 		return err
 	}
 	c.path = path
@@ -291,4 +290,14 @@ func writeFile(name string, data []byte, mode os.FileMode) error {
 		d.Close()
 	}
 	return nil
+}
+
+// encode is the file content Save writes.
+func (c *Config) encode() ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteString("# livefix agent configuration (written by livefix register; see livefix update --help)\n")
+	if err := toml.NewEncoder(&buf).Encode(c.fields()); err != nil {
+		return nil, fmt.Errorf("encode agent configuration: %w", err)
+	}
+	return buf.Bytes(), nil
 }
