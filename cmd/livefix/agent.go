@@ -211,3 +211,20 @@ func agentStatus(configFlag string) *agent.Status {
 	s, _ := agent.ReadStatus(cfg.StateDir)
 	return s
 }
+
+// printAgentInfo prints the repository's view for livefix info.
+func printAgentInfo(w io.Writer, s *agent.Status) {
+	if s == nil {
+		return
+	}
+	reach := "reachable"
+	if !s.Reachable {
+		reach = "UNREACHABLE (level kept)"
+	}
+	fmt.Fprintf(w, "repository: %s, channel %s, %s\n", s.Repository, s.Channel, reach)
+	fmt.Fprintf(w, "  level:     %d available, %d applied (last check %s)\n", s.AvailableLevel, s.AppliedLevel, s.LastCheck.Local().Format(time.RFC3339))
+	if len(s.CVEs) > 0 {
+		fmt.Fprintf(w, "  fixes:     %s\n", strings.Join(s.CVEs, " "))
+	}
+	fmt.Fprintf(w, "  last:      %s\n\n", s.Result)
+}

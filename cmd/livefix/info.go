@@ -29,6 +29,7 @@ func runInfo(args []string, stdout, stderr io.Writer) int {
 		_ = enc.Encode(infos)
 		return exitOK
 	}
+	printAgentInfo(stdout, agentStatus(""))
 	if len(infos) == 0 {
 		fmt.Fprintln(stdout, "no livefix live patch is applied")
 		return exitOK

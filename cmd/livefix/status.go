@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/livefix/livefix/agent"
 	"github.com/livefix/livefix/kernelpatch"
 )
 
@@ -55,7 +56,12 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	case *asJSON:
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(st)
+		// agent: the repository's view (channel, level available vs
+		// applied, CVE ids) when this host is registered.
+		_ = enc.Encode(struct {
+			*kernelpatch.Status
+			Agent *agent.Status `json:"agent,omitempty"`
+		}{st, agentStatus("")})
 	case *prom:
 		writePrometheus(stdout, st)
 	default:
