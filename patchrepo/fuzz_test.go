@@ -2,6 +2,12 @@ package patchrepo
 
 import (
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -41,6 +47,31 @@ func FuzzParseTargetPath(f *testing.F) {
 		}
 		if got := TargetPath(kind, bid, level, file); got != p {
 			t.Fatalf("%q parsed and rebuilt as %q", p, got)
+		}
+	})
+}
+
+// FuzzHandlerPath: whatever the request path, the handler serves only
+// files below metadata/ and targets/ of the repository directory.
+func FuzzHandlerPath(f *testing.F) {
+	dir := f.TempDir()
+	os.MkdirAll(filepath.Join(dir, "repository", "metadata"), 0o755)
+	os.WriteFile(filepath.Join(dir, "repository", "metadata", "timestamp.json"), []byte("{}"), 0o644)
+	os.WriteFile(filepath.Join(dir, "secret"), []byte("key"), 0o600)
+	os.WriteFile(filepath.Join(dir, "repository", "metadata", ".hidden"), []byte("tmp"), 0o600)
+	h := Handler(filepath.Join(dir, "repository"))
+	for _, s := range []string{"/metadata/timestamp.json", "/../secret", "/metadata/../../secret", "/metadata/.hidden", "/targets/%2e%2e/x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		u, err := url.Parse("http://x" + p)
+		if err != nil || !strings.HasPrefix(u.Path, "/") {
+			return
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, &http.Request{Method: "GET", URL: u, Header: http.Header{}})
+		if body := rec.Body.String(); body == "key" || body == "tmp" {
+			t.Fatalf("path %q served a file outside the repository's metadata and targets", p)
 		}
 	})
 }
