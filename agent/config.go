@@ -250,13 +250,25 @@ func (c *Config) fields() map[string]any {
 	if c.Userspace != nil {
 		m["userspace"] = *c.Userspace
 	}
-	dur("poll_interval", c.PollInterval)
-	dur("poll_jitter", c.PollJitter)
-	dur("http_timeout", c.HTTPTimeout)
-	str("state_dir", c.StateDir)
+	// Defaults are left out, so that they follow a later change (the
+	// jitter follows the interval).
+	if c.PollInterval.Duration != 60*time.Second {
+		dur("poll_interval", c.PollInterval)
+	}
+	if c.PollJitter.Duration != c.PollInterval.Duration/10 {
+		dur("poll_jitter", c.PollJitter)
+	}
+	if c.HTTPTimeout.Duration != 5*time.Minute {
+		dur("http_timeout", c.HTTPTimeout)
+	}
+	if c.StateDir != DefaultStateDir {
+		str("state_dir", c.StateDir)
+	}
 	str("host_id", c.HostID)
 	str("host_credential", c.HostCredential)
-	dur("checkin_interval", c.CheckinInterval)
+	if c.CheckinInterval.Duration != time.Hour {
+		dur("checkin_interval", c.CheckinInterval)
+	}
 	return m
 }
 

@@ -2,8 +2,11 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"time"
 
 	"github.com/livefix/livefix/hoststate"
@@ -58,6 +61,9 @@ func (h *hostKernel) Applied() (int, string, error) {
 	}
 	if st != nil && st.Applied != nil {
 		return st.Applied.Level, st.Applied.Name, nil
+	}
+	if _, err := os.Stat(h.m.Sys.Livepatch); errors.Is(err, fs.ErrNotExist) {
+		return 0, "", nil // no livepatch support: nothing is applied (and Apply says why)
 	}
 	ps, err := h.m.Sys.List()
 	if err != nil {
