@@ -155,7 +155,7 @@ func printReport(w io.Writer, r *agent.Report, ok bool) {
 		if r.DryRun {
 			verb = "would patch"
 		}
-		fmt.Fprintf(w, "userspace %s level %d (%s): %s %d of %d process(es)\n", u.Name, u.Level, short(u.BuildID), verb, u.Applied, u.Processes)
+		fmt.Fprintf(w, "userspace %s (%s): %s level %d: %s %d of %d process(es): %s\n", u.Name, short(u.BuildID), u.Action, u.Level, verb, u.Applied, u.Processes, u.Reason)
 		for _, f := range u.Failures {
 			fmt.Fprintf(w, "  failed: %s\n", f)
 		}
