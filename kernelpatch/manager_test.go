@@ -321,3 +321,50 @@ func TestBootOtherKernel(t *testing.T) {
 		t.Errorf("the other kernel's record is gone: %v", err)
 	}
 }
+
+func TestBootCorruptCopy(t *testing.T) {
+	ctx := context.Background()
+	state := t.TempDir()
+	_, m := managed(t, state, "boot-1")
+	l2 := writeModule(t, t.TempDir(), "lf_l2_replace", true, levelMeta("lf_l2_replace", 2))
+	if _, err := m.Apply(ctx, l2, ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st := mustState(t, m)
+	if err := os.WriteFile(m.State.ObjectPath(fakeBuildID, st.Applied.Module, ".ko"), []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k2, m2 := managed(t, state, "boot-2")
+	r, err := m2.Boot(ctx, BootOptions{})
+	if err == nil || r.Outcome != BootFailed || !strings.Contains(err.Error(), "corrupt") || k2.loaded("lf_l2_replace") {
+		t.Fatalf("boot with a corrupt copy: %+v %v", r, err)
+	}
+	if st := mustState(t, m2); st.Boot.InProgress != nil || st.Applied == nil {
+		t.Errorf("state after the failed boot: %+v", st)
+	}
+	if s := m2.Status(ctx, "", Options{}); s.Code != StatusFailed || s.State != "failed" || !strings.Contains(s.Message, "corrupt") {
+		t.Errorf("status: %+v", s)
+	}
+}
+
+func TestApplyRollbackKeepsRecord(t *testing.T) {
+	ctx := context.Background()
+	k, m := managed(t, t.TempDir(), "boot-1")
+	dir := t.TempDir()
+	l1 := writeModule(t, dir, "lf_l1_replace", true, levelMeta("lf_l1_replace", 1))
+	l2 := writeModule(t, dir, "lf_l2_replace", true, levelMeta("lf_l2_replace", 2))
+	if _, err := m.Apply(ctx, l1, ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	k.mu.Lock()
+	k.stuck[true] = true
+	k.mu.Unlock()
+	res, err := m.Apply(ctx, l2, ApplyOptions{Options: Options{Timeout: 100 * time.Millisecond}})
+	if err == nil || res.Outcome != RolledBack {
+		t.Fatalf("stuck load: %v %v", res.Outcome, err)
+	}
+	st := mustState(t, m)
+	if st.Applied == nil || st.Applied.Level != 1 || st.Pending != nil || st.Last == nil || st.Last.Result != hoststate.ResultFailed {
+		t.Errorf("state after a rolled-back load: %+v", st)
+	}
+}

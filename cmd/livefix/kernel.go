@@ -40,6 +40,11 @@ commands:
   version [--json]
         effective kernel version: the release plus the highest enabled level
         (--json adds the running vmlinux build-id)
+  kexec [--release R] [--append ARGS] [--load-only]
+        load the newest installed kernel (or R) with its initrd and the
+        current command line (plus ARGS) through kexec_file_load, then sync
+        and jump into it; a refusal (lockdown, signature policy) says why
+        and leaves nothing loaded
 
 every command takes --state-dir DIR (default $LIVEFIX_STATE_DIR or
 /var/lib/livefix); commands that change something take --lock-timeout D
@@ -60,6 +65,8 @@ func runKernel(args []string, stdout, stderr io.Writer) int {
 	switch sub {
 	case "load", "disable", "unload":
 		return kernelChange(ctx, sub, rest, stdout, stderr)
+	case "kexec":
+		return kernelKexec(ctx, rest, stdout, stderr)
 	case "list":
 		return kernelList(ctx, rest, stdout, stderr)
 	case "version":

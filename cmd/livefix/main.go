@@ -5,6 +5,7 @@
 //	livefix kernel disable NAME [--timeout D] [--json]
 //	livefix kernel unload NAME [--timeout D] [--json]
 //	livefix kernel version [--json]
+//	livefix kernel kexec [--release R] [--append ARGS] [--load-only]
 //	livefix boot [--retry] [--json]
 //	livefix status [--json|--prometheus]
 //	livefix info [--json]
@@ -22,7 +23,7 @@ import (
 const usage = `usage: livefix COMMAND [ARGS]
 
 commands:
-  kernel load|list|disable|unload|version
+  kernel load|list|disable|unload|version|kexec
         manage kernel live patches (run 'livefix kernel --help')
   boot [--retry]
         re-apply the recorded kernel live patch level at boot
