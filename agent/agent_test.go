@@ -79,7 +79,7 @@ func (k *fakeKernel) get() (int, []string) {
 
 // env is a repository served over HTTP on loopback and a registered host.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	repo   *patchrepo.Repo
 	srv    *httptest.Server
 	kernel *fakeKernel
@@ -89,7 +89,7 @@ type env struct {
 	mangle func(w http.ResponseWriter, r *http.Request) bool
 }
 
-func newEnv(t *testing.T, cfgExtra string) *env {
+func newEnv(t testing.TB, cfgExtra string) *env {
 	t.Helper()
 	r, err := patchrepo.Init(t.TempDir(), patchrepo.InitOptions{})
 	if err != nil {

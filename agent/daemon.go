@@ -37,6 +37,12 @@ func (a *Agent) Poll(ctx context.Context) (bool, error) {
 		req.Header.Set("If-Modified-Since", a.poll.lastModified)
 	}
 	resp, err := a.client().Do(req)
+	if err != nil && ctx.Err() == nil {
+		// Once more on a new connection: a kept-alive one may have been
+		// closed by the server or a middlebox between polls.
+		a.client().CloseIdleConnections()
+		resp, err = a.client().Do(req)
+	}
 	if err != nil {
 		return false, fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}

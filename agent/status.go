@@ -85,9 +85,35 @@ func (a *Agent) record(rep *Report, uerr error) {
 	}
 	b, _ := json.MarshalIndent(s, "", "  ")
 	if err := os.MkdirAll(a.stateDir(), 0o755); err == nil {
-		err = writeFile(StatusPath(a.Config.StateDir), append(b, '\n'), 0o644)
+		// Renamed into place (readers see a whole file) but not fsynced:
+		// the status is rewritten at every check, and a fleet of agents
+		// on one disk would otherwise queue on fsync.
+		err = replaceFile(StatusPath(a.Config.StateDir), append(b, '\n'), 0o644)
 		if err != nil {
 			fmt.Fprintf(a.progress(), "warning: %v\n", err)
 		}
 	}
+}
+
+// replaceFile writes through a temporary file and rename, without fsync.
+func replaceFile(name string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), name)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	return nil
 }

@@ -314,6 +314,9 @@ http://ADDR. For the host API and dashboard use livefix-server serve.`, stderr)
 		return fail(stderr, "static", err)
 	}
 	fmt.Fprintf(stdout, "serving %s at http://%s/ (plain HTTP)\n", patchrepo.RepositoryDir(*data), ln.Addr())
-	srv := &http.Server{Handler: patchrepo.Handler(patchrepo.RepositoryDir(*data)), ReadHeaderTimeout: 10 * time.Second}
+	// IdleTimeout longer than the agents' own (30 s): the client closes an
+	// idle connection first, so a poll never races the server's close.
+	srv := &http.Server{Handler: patchrepo.Handler(patchrepo.RepositoryDir(*data)),
+		ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	return fail(stderr, "static", srv.Serve(ln))
 }
