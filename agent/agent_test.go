@@ -57,11 +57,11 @@ func (k *fakeKernel) Apply(_ context.Context, ko string, downgrade bool, _ io.Wr
 	if md.BuildID != k.id {
 		return fmt.Errorf("fake kernel: build-id %s", md.BuildID)
 	}
-	if mi.Level < k.level && !downgrade {
-		return fmt.Errorf("fake kernel: level %d below %d without downgrade", mi.Level, k.level)
+	if md.Level < k.level && !downgrade {
+		return fmt.Errorf("fake kernel: level %d below %d without downgrade", md.Level, k.level)
 	}
-	k.level, k.name = mi.Level, mi.Name
-	k.applies = append(k.applies, fmt.Sprintf("%d%s", mi.Level, map[bool]string{true: "d"}[downgrade]))
+	k.level, k.name = md.Level, mi.Name
+	k.applies = append(k.applies, fmt.Sprintf("%d%s", md.Level, map[bool]string{true: "d"}[downgrade]))
 	return nil
 }
 func (k *fakeKernel) Unload(context.Context, io.Writer) error {

@@ -207,6 +207,12 @@ func TestPublishRefusals(t *testing.T) {
 		{"json build-id differs", func(t *testing.T) string {
 			return kpatch(t, patchtest.KernelPatch{Level: 3, JSONBuildID: "aa" + bid[2:]})
 		}, PublishOptions{Channel: ChannelTest}, ErrBuildIDDiffers, "checks for " + bid},
+		{"json and modinfo levels differ", func(t *testing.T) string {
+			return kpatch(t, patchtest.KernelPatch{Level: 3, ModinfoLevel: true, JSONLevel: 4})
+		}, PublishOptions{Channel: ChannelTest}, ErrMalformed, "modinfo says level 3"},
+		{"json without level", func(t *testing.T) string {
+			return kpatch(t, patchtest.KernelPatch{Level: 3, JSONLevel: -1})
+		}, PublishOptions{Channel: ChannelTest}, ErrMalformed, "has no level"},
 		{"corrupt ko", corrupt, PublishOptions{Channel: ChannelTest}, ErrMalformed, ""},
 		{"truncated ko", truncated, PublishOptions{Channel: ChannelTest}, ErrMalformed, ""},
 		{"bad json", badJSON, PublishOptions{Channel: ChannelTest}, ErrMalformed, ""},

@@ -50,9 +50,6 @@ func readKernelPatch(ko, js string) (*patch, error) {
 	if !mi.Livepatch {
 		return nil, fmt.Errorf("%w: %s is not a livepatch module (no livepatch=Y in .modinfo)", ErrMalformed, ko)
 	}
-	if mi.Level < 1 {
-		return nil, fmt.Errorf("%w: %s has no livefix_level in .modinfo; build it with livefix-build kernel", ErrMalformed, ko)
-	}
 	modID, err := moduleBuildID(ko)
 	if err != nil {
 		return nil, err
@@ -72,8 +69,12 @@ func readKernelPatch(ko, js string) (*patch, error) {
 		return nil, fmt.Errorf("%w: %s says vmlinux build-id %s but %s checks for %s; rebuild the patch",
 			ErrBuildIDDiffers, js, md.BuildID, ko, modID)
 	}
-	if md.Level != 0 && md.Level != mi.Level {
-		return nil, fmt.Errorf("%w: %s says level %d but the module is level %d", ErrMalformed, js, md.Level, mi.Level)
+	// The level is NAME.json's; a module that records one must agree.
+	if md.Level < 1 {
+		return nil, fmt.Errorf("%w: %s has no level (want 1 or more); build the patch with livefix-build kernel --level N", ErrMalformed, js)
+	}
+	if mi.Level != 0 && md.Level != mi.Level {
+		return nil, fmt.Errorf("%w: %s says level %d but the module's .modinfo says level %d", ErrMalformed, js, md.Level, mi.Level)
 	}
 	if md.Name != "" && md.Name != mi.Name {
 		return nil, fmt.Errorf("%w: %s names patch %q but the module is %q", ErrMalformed, js, md.Name, mi.Name)
@@ -84,7 +85,7 @@ func readKernelPatch(ko, js string) (*patch, error) {
 	}
 	cves, summary := descriptive(jsData)
 	return &patch{
-		kind: KindKernel, buildID: modID, name: mi.Name, release: md.Release, level: mi.Level,
+		kind: KindKernel, buildID: modID, name: mi.Name, release: md.Release, level: md.Level,
 		cves: cves, summary: summary,
 		files: []patchFile{{mi.Name + ".json", jsData}, {mi.Name + ".ko", koData}},
 	}, nil

@@ -26,11 +26,11 @@ type stubKernel struct{ level int }
 func (k *stubKernel) BuildID() (string, error)      { return agentBuildID, nil }
 func (k *stubKernel) Applied() (int, string, error) { return k.level, "", nil }
 func (k *stubKernel) Apply(_ context.Context, ko string, _ bool, _ io.Writer) error {
-	mi, err := kernelpatch.ReadModuleInfo(ko)
+	md, err := kernelpatch.ReadMetadata(ko)
 	if err != nil {
 		return err
 	}
-	k.level = mi.Level
+	k.level = md.Level
 	return nil
 }
 func (k *stubKernel) Unload(context.Context, io.Writer) error { k.level = 0; return nil }

@@ -31,6 +31,11 @@ type KernelPatch struct {
 	Summary     string
 	// Tag changes the module's bytes without changing its meaning.
 	Tag string
+	// ModinfoLevel: livefix-build's modules carry no livefix_level (the
+	// level is NAME.json's); true adds one, as hand-made modules may.
+	// JSONLevel, when not 0, is written to NAME.json instead of Level.
+	ModinfoLevel bool
+	JSONLevel    int
 }
 
 // Write writes DIR/NAME.ko and DIR/NAME.json and returns the .ko path.
@@ -39,8 +44,10 @@ func (k KernelPatch) Write(dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	info := "name=" + k.Name + "\x00vermagic=" + Release + " SMP\x00livepatch=Y\x00livefix_level=" +
-		strconv.Itoa(k.Level) + "\x00livefix_tag=" + k.Tag + "\x00"
+	info := "name=" + k.Name + "\x00vermagic=" + Release + " SMP\x00livepatch=Y\x00livefix_tag=" + k.Tag + "\x00"
+	if k.ModinfoLevel {
+		info += "livefix_level=" + strconv.Itoa(k.Level) + "\x00"
+	}
 	modinfo := &elfobj.Section{Name: ".modinfo", Type: elf.SHT_PROGBITS, Flags: elf.SHF_ALLOC, Align: 1, Data: []byte(info)}
 	rodata := &elfobj.Section{Name: ".rodata", Type: elf.SHT_PROGBITS, Flags: elf.SHF_ALLOC, Align: 1, Data: append([]byte{0, 0, 0, 0}, id...)}
 	f := &elfobj.File{
@@ -55,8 +62,12 @@ func (k KernelPatch) Write(dir string) (string, error) {
 	if k.JSONBuildID != "" {
 		jid = k.JSONBuildID
 	}
+	level := k.Level
+	if k.JSONLevel != 0 {
+		level = k.JSONLevel
+	}
 	m := map[string]any{"name": k.Name, "module": k.Name + ".ko", "kernel_release": Release,
-		"vmlinux_build_id": jid, "level": k.Level, "replace": true}
+		"vmlinux_build_id": jid, "level": level, "replace": true}
 	if len(k.CVEs) > 0 {
 		m["cves"] = k.CVEs
 	}
