@@ -14,6 +14,13 @@ const usage = `usage: livefix-server COMMAND
 commands:
   version    print the version
   serve      serve a patch repository (not implemented yet)
+  keys       init|rotate: the repository's signing keys
+  publish    publish a kernel (.ko + .json) or userspace (.lfp) patch to a channel
+  promote    move a published level to the stable channel
+  revoke     withdraw a level from hosts
+  list       list published patches
+  refresh    re-sign the expiring timestamp metadata
+  static     serve only the repository over HTTP
 `
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -30,6 +37,18 @@ func main() {
 	case "serve":
 		fmt.Fprintln(os.Stderr, "livefix-server serve: the patch server is not implemented yet; distribute NAME.ko/NAME.json and .lfp files by hand for now")
 		os.Exit(1)
+	case "keys":
+		os.Exit(runKeys(os.Args[2:], os.Stdout, os.Stderr))
+	case "publish":
+		os.Exit(runPublish(os.Args[2:], os.Stdout, os.Stderr))
+	case "promote", "revoke":
+		os.Exit(runChange(os.Args[1], os.Args[2:], os.Stdout, os.Stderr))
+	case "list":
+		os.Exit(runList(os.Args[2:], os.Stdout, os.Stderr))
+	case "refresh":
+		os.Exit(runRefresh(os.Args[2:], os.Stdout, os.Stderr))
+	case "static":
+		os.Exit(runStatic(os.Args[2:], os.Stdout, os.Stderr))
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:

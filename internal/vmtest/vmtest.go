@@ -36,6 +36,11 @@ type Config struct {
 	Timeout time.Duration     // default 3 minutes; then qemu is killed and Run fails with the output so far
 	Log     io.Writer         // optional live copy of the console output
 	Cmdline string            // extra kernel command-line arguments
+	// Disks are raw image files attached as virtio-blk drives, in order
+	// /dev/vda, /dev/vdb, ...; the guest needs Modules virtio_pci and
+	// virtio_blk (and e.g. ext4) loaded by the script. Writes persist in
+	// the file, also when qemu is killed (a power cut for the guest).
+	Disks []string
 }
 
 // Result is what a guest run produced.
@@ -122,6 +127,15 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		"-no-reboot", "-m", strconv.Itoa(c.Memory), "-smp", "2",
 		"-kernel", c.Target.Vmlinuz, "-initrd", initrd,
 		"-append", strings.TrimSpace("console=ttyS0 quiet panic=-1 " + c.Cmdline),
+	}
+	for _, d := range c.Disks {
+		if strings.ContainsAny(d, ",") {
+			return nil, fmt.Errorf("vm: disk path %q must not contain a comma", d)
+		}
+		if _, err := os.Stat(d); err != nil {
+			return nil, fmt.Errorf("vm: disk: %w", err)
+		}
+		args = append(args, "-drive", "file="+d+",format=raw,if=virtio")
 	}
 	if f, err := os.OpenFile(kvmDevice, os.O_RDWR, 0); err == nil {
 		f.Close()
