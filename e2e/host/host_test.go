@@ -47,6 +47,8 @@ statejson() { livefix status --json 2>/dev/null | tr -d ' \n'; }
 # reclevel: the level the state file records (0: none).
 reclevel() { v=$(statejson | sed -n 's/.*"recorded":{[^}]*"level":\([0-9]*\).*/\1/p'); echo ${v:-0}; }
 statesum() { cat $S/kernel/*/state.json 2>/dev/null | md5sum | cut -d' ' -f1; }
+up() { cut -d' ' -f1 /proc/uptime; }
+us() { awk -v a=$1 -v b=$2 'BEGIN { printf "%d", (b - a) * 1000000 }'; }
 `
 
 // scriptA is acceptance 1 and 5, then the power cut of acceptance 2.
@@ -145,7 +147,8 @@ func init() {
 
 // scriptB boots from the disk after the power cut: the config off switch
 // and a bad config first, then livefix boot re-applies level 2
-// (acceptance 2), then acceptance 4's kill -9 trials (@DELAYS@).
+// (acceptance 2), then acceptance 4's kill -9 trials: each kills the
+// load at a fraction (@FRACTIONS@) of the time a load took in this boot.
 const scriptB = prelude + `
 livefix status > /tmp/o 2>&1; expect b2_status_before_boot_rc $? 4; cat /tmp/o
 has b2_status_before_boot "$(cat /tmp/o)" "level 2 (lf_host_l2) is recorded but not applied in this boot"
@@ -160,17 +163,21 @@ livefix boot > /tmp/o 2>&1; expect b2_conf_bad_rc $? 1; cat /tmp/o
 has b2_conf_bad_says "$(cat /tmp/o)" 'line 3: unknown key "enabeld"'
 expect b2_conf_bad_behaviour $(lvl) 0
 rm /etc/livefix/livefix.conf
-livefix boot > /tmp/o 2>&1; expect b2_boot_rc $? 0; cat /tmp/o
+t0=$(up); livefix boot > /tmp/o 2>&1; expect b2_boot_rc $? 0; t1=$(up); cat /tmp/o
+echo "BOOT-US=$(us $t0 $t1)"
 has b2_boot_says "$(cat /tmp/o)" "livefix boot: level 2 (lf_host_l2) applied"
 expect b2_behaviour $(lvl) 2
 livefix status > /dev/null 2>&1; expect b2_status_rc $? 0
 expect b2_uname_r "$(livefix uname -r)" "$R+livefix2"
 
 # Acceptance 4: kill -9 while level 2 loads over level 1.
-livefix kernel load --downgrade $P/lf_host_l1.ko > /dev/null 2>&1; expect b4_base_rc $? 0
+t0=$(up); livefix kernel load --downgrade $P/lf_host_l1.ko > /dev/null 2>&1; expect b4_base_rc $? 0; t1=$(up)
+LOAD_US=$(us $t0 $t1)
+echo "LOAD-US=$LOAD_US"
 n=0
-for d in @DELAYS@; do
+for f in @FRACTIONS@; do
 	n=$((n+1))
+	d=$(awk -v f=$f -v t=$LOAD_US 'BEGIN { printf "%d", f * t }')
 	livefix kernel load $P/lf_host_l2.ko > /tmp/k 2>&1 &
 	pid=$!
 	usleep $d
@@ -469,6 +476,7 @@ func TestHostAcceptance(t *testing.T) {
 		}
 	}
 
+	var bootTime time.Duration // a livefix boot's duration, measured in part B
 	// Each part needs the disk as the one before left it; a part that
 	// fails still leaves it usable, so all parts run.
 	t.Run("A load, refusals, lock, unload --all, power cut", func(t *testing.T) {
@@ -481,15 +489,19 @@ func TestHostAcceptance(t *testing.T) {
 		t.Logf("boot A: %s", time.Since(start).Round(time.Second))
 	})
 	t.Run("B boot after the power cut, config, kill -9 during load", func(t *testing.T) {
-		// Delays spread over the whole load (about 2-3s under emulation):
-		// one random moment in each of trials equal slices of 3.5s.
-		var delays []string
+		// Kill moments spread over the whole load, as long as one took in
+		// the same boot: one random moment in each of trials equal slices
+		// of 1.15 times that.
+		var fractions []string
 		for i := range trials {
-			d := (float64(i) + rng.Float64()) * 3.5e6 / float64(trials)
-			delays = append(delays, strconv.Itoa(int(d)))
+			fractions = append(fractions, strconv.FormatFloat((float64(i)+rng.Float64())*1.15/float64(trials), 'f', 4, 64))
 		}
 		start := time.Now()
-		out, _ := e.boot(t, strings.ReplaceAll(scriptB, "@DELAYS@", strings.Join(delays, " ")), "", "", 0)
+		out, _ := e.boot(t, strings.ReplaceAll(scriptB, "@FRACTIONS@", strings.Join(fractions, " ")), "", "", 0)
+		if m := regexp.MustCompile(`(?m)^BOOT-US=(\d+)$`).FindStringSubmatch(out); m != nil {
+			us, _ := strconv.Atoi(m[1])
+			bootTime = time.Duration(us) * time.Microsecond
+		}
 		want := slices.Clone(checksB)
 		for i := 1; i <= trials; i++ {
 			want = append(want, fmt.Sprintf("b4_trial_%d", i))
@@ -509,9 +521,14 @@ func TestHostAcceptance(t *testing.T) {
 	})
 	t.Run("D kills during livefix boot", func(t *testing.T) {
 		start := time.Now()
-		// The window of a boot-time load is about 3s under emulation; kill
-		// moments are spread over 4s so that some fall after it.
+		// Kill moments are spread over 1.3 times a livefix boot's duration
+		// measured in part B (4s if it was not), so that some fall after
+		// it has finished.
 		window := 4 * time.Second
+		if bootTime > 0 {
+			window = bootTime * 13 / 10
+		}
+		t.Logf("kill window %s", window.Round(time.Millisecond))
 		kills, applied, skipped, boots := 0, 0, 0, 0
 		mode := "trial"
 		for kills < trials || mode == "check" {
