@@ -125,23 +125,17 @@ func (m *Manager) Boot(ctx context.Context, o BootOptions) (*BootResult, error) 
 		}
 		metaPath = m.State.ObjectPath(st.BuildID, a.Metadata, ".json")
 	}
-	// The crash-loop guard: durable before the kernel is touched.
-	st.Boot.InProgress = &hoststate.Mark{Name: a.Name, Level: a.Level, At: m.now(), BootID: ss.bootID}
-	if err := ss.save(); err != nil {
-		return res, fmt.Errorf("boot: %w; nothing was loaded", err)
-	}
-	source := a.Source
-	lres, lerr := ss.apply(ctx, m.State.ObjectPath(st.BuildID, a.Module, ".ko"), metaPath, source, ApplyOptions{Options: o.Options}, true)
+	// The crash-loop guard: the mark is written (durably, with the pending
+	// record) right before finit_module and cleared with the outcome.
+	mark := &hoststate.Mark{Name: a.Name, Level: a.Level, At: m.now(), BootID: ss.bootID}
+	lres, lerr := ss.apply(ctx, m.State.ObjectPath(st.BuildID, a.Module, ".ko"), metaPath, a.Source,
+		ApplyOptions{Options: o.Options}, &bootLoad{target: a, mark: mark})
 	res.Load = lres
-	st.Boot.InProgress = nil
 	if lres.Outcome != Applied {
 		// The record stays: it is what the host should run; status says
 		// that applying it failed.
 		st.Applied = a
 		return fail(lerr)
-	}
-	if err := ss.save(); err != nil {
-		return res, fmt.Errorf("boot: level %d is applied but %w", a.Level, err)
 	}
 	res.Outcome = BootApplied
 	res.Message = fmt.Sprintf("level %d (%s) applied", a.Level, a.Name)

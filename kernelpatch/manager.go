@@ -148,7 +148,7 @@ func (m *Manager) Apply(ctx context.Context, path string, o ApplyOptions) (*Resu
 		return &Result{Module: path, Outcome: Unchanged, Repaired: repaired}, fmt.Errorf("load %s: %w", path, err)
 	}
 	defer ss.close()
-	res, err := ss.apply(ctx, path, "", path, o, false)
+	res, err := ss.apply(ctx, path, "", path, o, nil)
 	res.Repaired = repaired
 	return res, err
 }
@@ -156,17 +156,38 @@ func (m *Manager) Apply(ctx context.Context, path string, o ApplyOptions) (*Resu
 // apply loads path (metadata from metaPath, or next to it) and records
 // the outcome in the session's state. source is the path recorded as
 // where the patch came from. boot marks a boot-time load.
-func (ss *session) apply(ctx context.Context, path, metaPath, source string, o ApplyOptions, boot bool) (*Result, error) {
+// bootLoad is what a boot-time load records: the level it re-applies and
+// the crash-loop mark, both written with the pending record before
+// finit_module and cleared with the outcome.
+type bootLoad struct {
+	target *hoststate.Level
+	mark   *hoststate.Mark
+}
+
+func (ss *session) apply(ctx context.Context, path, metaPath, source string, o ApplyOptions, boot *bootLoad) (*Result, error) {
 	st := ss.st
 	var target *hoststate.Level
 	lo := o.Options
 	lo.MetadataPath = metaPath
 	lo.BeforeLoad = func(mi *ModuleInfo, meta *Metadata) error {
 		level := meta.Level
-		if a := st.Applied; a != nil && !o.Downgrade && !boot && level <= a.Level && ss.appliedLive() {
+		if a := st.Applied; a != nil && !o.Downgrade && boot == nil && level <= a.Level && ss.appliedLive() {
 			return &DowngradeError{Applied: a.Level, AppliedAs: a.Name, Requested: level, Name: mi.Name}
 		}
 		if o.NoPersist {
+			return nil
+		}
+		if boot != nil {
+			// The stored copies, verified by Boot: the record stays as it
+			// is; the crash-loop mark goes to disk with the pending record.
+			t := *boot.target
+			target = &t
+			st.Boot.InProgress = boot.mark
+			st.Pending = &hoststate.Pending{Op: hoststate.OpLoad, Target: *target, PID: os.Getpid(), BootID: ss.bootID, Started: ss.m.now()}
+			if err := ss.save(); err != nil {
+				st.Pending, st.Boot.InProgress = nil, nil
+				return fmt.Errorf("%w; nothing was loaded", err)
+			}
 			return nil
 		}
 		modData, err := os.ReadFile(path)
@@ -192,6 +213,9 @@ func (ss *session) apply(ctx context.Context, path, metaPath, source string, o A
 		return nil
 	}
 	res, err := ss.m.Sys.Load(ctx, path, lo)
+	if boot != nil {
+		st.Boot.InProgress = nil // the load ended, either way
+	}
 	if target == nil {
 		// Refused before the kernel was touched (or not persisted).
 		return res, err

@@ -266,9 +266,23 @@ func TestBoot(t *testing.T) {
 	if s := m2.Status(ctx, "livefix=off on the kernel command line", Options{}); s.Code != StatusOff {
 		t.Errorf("status with off switch: %+v", s)
 	}
+	// The crash-loop mark and the pending record are on disk when the
+	// kernel is asked to load the module.
+	load := k2.sys.LoadModule
+	var markAtLoad, pendingAtLoad bool
+	k2.sys.LoadModule = func(f *os.File, params string) error {
+		if st, err := hoststate.Open(state).Load(fakeBuildID); err == nil {
+			markAtLoad = st.Boot.InProgress != nil && st.Boot.InProgress.Level == 2
+			pendingAtLoad = st.Pending != nil && st.Pending.Op == hoststate.OpLoad
+		}
+		return load(f, params)
+	}
 	r, err := m2.Boot(ctx, BootOptions{})
 	if err != nil || r.Outcome != BootApplied || !k2.loaded("lf_l2_replace") {
 		t.Fatalf("boot: %+v %v", r, err)
+	}
+	if !markAtLoad || !pendingAtLoad {
+		t.Errorf("at finit_module: crash-loop mark on disk %v, pending record %v; want both", markAtLoad, pendingAtLoad)
 	}
 	if st := mustState(t, m2); st.Boot.InProgress != nil || st.Applied.BootID != "boot-2" {
 		t.Errorf("state after boot: %+v", st)

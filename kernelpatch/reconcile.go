@@ -138,10 +138,19 @@ func (ss *session) loadCompleted(ctx context.Context, p *hoststate.Pending, msg 
 	t := p.Target
 	t.AppliedAt = ss.m.now()
 	t.BootID = ss.bootID
-	if old := st.Applied; old != nil && old.Name != t.Name && !s.exists(old.Name) && s.moduleLoaded(old.Name) {
-		if err := s.deleteModule(ctx, old.Name, o); err == nil {
-			s.removeRecord(old.Name)
-			msg += "; removed the replaced module " + old.Name
+	if old := st.Applied; old != nil && old.Name != t.Name {
+		// The kernel frees a replaced patch asynchronously after the
+		// transition: wait for that before removing its module, which
+		// would otherwise stay loaded (inert) and block loading it again.
+		if enabled, _, err := s.state(old.Name); err != nil || !enabled {
+			if s.waitGone(old.Name, o.Timeout) == nil && s.moduleLoaded(old.Name) {
+				if err := s.deleteModule(ctx, old.Name, o); err == nil {
+					s.removeRecord(old.Name)
+					msg += "; removed the replaced module " + old.Name
+				} else {
+					msg += fmt.Sprintf("; the replaced module %s stays loaded (%v): remove it with `livefix kernel unload %s`", old.Name, err, old.Name)
+				}
+			}
 		}
 	}
 	st.Applied = &t

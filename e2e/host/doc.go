@@ -8,6 +8,8 @@
 //
 // The package has no non-test code besides this comment. Randomized
 // trials take their count from LIVEFIX_HOST_TRIALS (default 20, the
-// issue's count) and their seed from LIVEFIX_HOST_SEED (default: the
-// time, logged so that a failure can be replayed).
+// issue's count; LIVEFIX_HOST_KILL9_TRIALS and LIVEFIX_HOST_BOOT_TRIALS
+// set acceptance 4's and 3's separately) and their seed from
+// LIVEFIX_HOST_SEED (default: the time, logged so that a failure can be
+// replayed).
 package host
