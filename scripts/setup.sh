@@ -14,6 +14,10 @@ packages=(
 	qemu-system-x86 linux-image-amd64 linux-headers-amd64 linux-source-6.1
 	busybox-static cpio kmod flex bison bc libssl-dev libelf-dev dwarves
 	rsync xz-utils gcc make binutils patch
+	# fleet server tests: a throwaway PostgreSQL cluster (internal/pgtest)
+	postgresql
+	# fleet dashboard browser test (headless, driven by chromedp)
+	chromium
 )
 
 [[ -r /etc/debian_version ]] || die "this script supports Debian 12 only (no /etc/debian_version)"
