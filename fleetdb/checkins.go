@@ -90,8 +90,8 @@ func (s *Store) writer() {
 		}
 		start := time.Now()
 		err := s.writeBatch(batch)
-		if s.BatchObserver != nil {
-			s.BatchObserver(len(batch), time.Since(start), err)
+		if f := s.observer.Load(); f != nil {
+			(*f)(len(batch), time.Since(start), err)
 		}
 		for _, p := range batch {
 			p.done <- err

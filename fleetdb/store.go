@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
@@ -60,10 +61,14 @@ type Store struct {
 	queue   chan pending
 	writers sync.WaitGroup
 
-	// BatchObserver, when set before the first CheckIn, is called after
-	// every check-in batch with its size and duration (metrics).
-	BatchObserver func(n int, d time.Duration, err error)
+	observer atomic.Pointer[BatchObserver]
 }
+
+// BatchObserver is told every check-in batch's size and write time.
+type BatchObserver func(n int, d time.Duration, err error)
+
+// ObserveBatches sets the function told about every check-in batch (metrics).
+func (s *Store) ObserveBatches(f BatchObserver) { s.observer.Store(&f) }
 
 // Open opens (creating and migrating as needed) the store: dsn "" means
 // SQLite in dataDir/fleet.db; "postgres://..." or "postgresql://..." a
