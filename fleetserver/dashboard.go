@@ -271,7 +271,6 @@ func (s *Server) handleCVE(w http.ResponseWriter, r *http.Request) {
 	d := cveData{Query: id}
 	if id != "" {
 		if !cveRE.MatchString(id) {
-			w.WriteHeader(http.StatusBadRequest)
 			s.render(w, r, http.StatusBadRequest, "cve", "CVE", d)
 			return
 		}
