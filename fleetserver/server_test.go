@@ -401,7 +401,7 @@ func TestDashboard(t *testing.T) {
 		t.Fatalf("login: %d\n%s", code, page)
 	}
 	for _, tt := range []struct {
-		path       string
+		path      string
 		want, not []string
 	}{
 		{"/fleet?failed=1", []string{"web1", "1 failed"}, []string{">web0<", ">web2<"}},
