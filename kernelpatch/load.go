@@ -49,6 +49,12 @@ type Options struct {
 	// SlowAfter is when waiting starts to name the tasks that block the
 	// transition (default 2s); progress is reported once a second.
 	SlowAfter time.Duration
+	// MetadataPath, when set, is read instead of NAME.json next to the
+	// module (Manager loads stored copies this way).
+	MetadataPath string
+	// BeforeLoad, when set, runs after every check and right before
+	// finit_module; an error refuses the load with nothing loaded.
+	BeforeLoad func(mi *ModuleInfo, meta *Metadata) error
 }
 
 func (o Options) withDefaults() Options {
@@ -80,6 +86,7 @@ type Result struct {
 	Replaced       []string      `json:"replaced,omitempty"` // patches this one atomically replaced
 	Blockers       []Task        `json:"blockers,omitempty"` // tasks that blocked a transition that timed out
 	Notes          []string      `json:"notes,omitempty"`
+	Repaired       string        `json:"repaired,omitempty"` // what reconciling repaired first, one line
 }
 
 // Task is a task whose patch state lags behind a transition.
@@ -120,13 +127,25 @@ func (s *System) Load(ctx context.Context, path string, o Options) (*Result, err
 	if !mi.Livepatch {
 		return done(fmt.Errorf("load %s: module %s is not a live patch (its modinfo has no livepatch=Y); nothing was loaded; load ordinary modules with modprobe", path, mi.Name))
 	}
-	meta, err := ReadMetadata(path)
+	metaPath := o.MetadataPath
+	if metaPath == "" {
+		metaPath = MetadataPath(path)
+	}
+	meta, err := readMetadataFile(metaPath)
 	if err != nil {
 		return done(fmt.Errorf("load %s: %w; nothing was loaded", path, err))
 	}
 	if meta != nil {
 		if err := s.CheckCompatible(filepath.Base(path), meta); err != nil {
 			return done(fmt.Errorf("load: %w", err))
+		}
+		if meta.Name != "" && meta.Name != mi.Name {
+			return done(fmt.Errorf("load %s: %s describes live patch %s but the module is %s: the .json and the module do not belong together; nothing was loaded; use the pair livefix-build wrote",
+				path, filepath.Base(metaPath), meta.Name, mi.Name))
+		}
+		if meta.Level > 0 && mi.Level > 0 && meta.Level != mi.Level {
+			return done(fmt.Errorf("load %s: %s says level %d but the module says level %d: the .json and the module do not belong together; nothing was loaded",
+				path, filepath.Base(metaPath), meta.Level, mi.Level))
 		}
 		res.Level = meta.Level
 	} else {
@@ -144,6 +163,11 @@ func (s *System) Load(ctx context.Context, path string, o Options) (*Result, err
 		return done(fmt.Errorf("load %s: a module named %s is already loaded (a disabled live patch?); nothing was changed; remove it first with `livefix kernel unload %s`", path, mi.Name, mi.Name))
 	}
 	enabledBefore := s.enabledPatches()
+	if o.BeforeLoad != nil {
+		if err := o.BeforeLoad(mi, meta); err != nil {
+			return done(fmt.Errorf("load %s: %w", path, err))
+		}
+	}
 
 	f, err := os.Open(path)
 	if err != nil {

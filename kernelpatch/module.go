@@ -88,7 +88,10 @@ func MetadataPath(modulePath string) string {
 // ReadMetadata reads the metadata next to a module. It returns nil and no
 // error when there is none.
 func ReadMetadata(modulePath string) (*Metadata, error) {
-	path := MetadataPath(modulePath)
+	return readMetadataFile(MetadataPath(modulePath))
+}
+
+func readMetadataFile(path string) (*Metadata, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil

@@ -94,6 +94,8 @@ type Manifest struct {
 	BuildSeconds float64          `json:"build_seconds"`
 	Steps        []Step           `json:"steps"`
 	Tool         string           `json:"tool"`
+	CVEs         []string         `json:"cves,omitempty"`    // vulnerabilities the patch fixes (livefix info)
+	Summary      string           `json:"summary,omitempty"` // one line: what it fixes
 }
 
 // ManifestObject is a patched kernel object and its replaced functions.

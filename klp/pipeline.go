@@ -38,6 +38,9 @@ type Request struct {
 	// OnStep is called as each step ends: prepare, build orig, build
 	// patched, diff, generate, link.
 	OnStep func(Step)
+	// CVEs and Summary are copied into the manifest.
+	CVEs    []string
+	Summary string
 }
 
 // FromPatches builds a live patch module from source patches: it prepares
@@ -135,6 +138,7 @@ func FromPatches(ctx context.Context, req Request) (*Manifest, error) {
 	m.Steps = append([]Step(nil), steps...)
 	mu.Unlock()
 	m.BuildSeconds = time.Since(start).Seconds()
+	m.CVEs, m.Summary = req.CVEs, req.Summary
 	if err := writeManifest(filepath.Join(req.OutDir, req.Name+".json"), m); err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -23,6 +24,7 @@ import (
 const kernelUsage = `usage: livefix-build kernel --patch FILE [--patch FILE...] --name NAME
        [--kernel RELEASE] [--source TARBALL|DIR] [--config FILE] [--level N]
        [--module-object MODNAME=path/in/tree.c ...] [-o DIR] [--keep-tmp] [-v] [--json]
+       [--cve CVE-YYYY-NNNN ...] [--summary TEXT]
 
 Builds a kernel livepatch module from source patches (unified diffs that
 apply with patch -p1 to the kernel source): prepares the kernel tree once
@@ -33,6 +35,9 @@ Defaults target the newest installed Debian kernel.
 exit status: 0 built, 1 failure, 2 bad input, 3 a change cannot be live
 patched, 4 the patches change no function.`
 
+// cveRE is the CVE id syntax (CVE-YEAR-SEQUENCE, four or more digits).
+var cveRE = regexp.MustCompile(`^CVE-[0-9]{4}-[0-9]{4,}$`)
+
 type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
@@ -40,7 +45,9 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 func runKernel(args []string, stdout, stderr io.Writer) int {
 	fs := cli.NewFlagSet("kernel", kernelUsage, stderr)
-	var patches, modObjs multiFlag
+	var patches, modObjs, cves multiFlag
+	fs.Var(&cves, "cve", "CVE id the patch fixes, stored in NAME.json for livefix info (repeatable)")
+	summary := fs.String("summary", "", "one line saying what the patch fixes, stored in NAME.json")
 	fs.Var(&patches, "patch", "source patch to apply (repeatable, applied in order)")
 	fs.Var(&modObjs, "module-object", "MODNAME=path/in/tree.c: the file is part of module MODNAME (overrides the Makefile rule; repeatable)")
 	name := fs.String("name", "", "patch and module name (letters, digits, underscores)")
@@ -72,6 +79,13 @@ func runKernel(args []string, stdout, stderr io.Writer) int {
 		return bad("need --name NAME: the module and /sys/kernel/livepatch name")
 	case *level < 1:
 		return bad("--level must be 1 or more, not %d", *level)
+	case strings.ContainsAny(*summary, "\n\r"):
+		return bad("--summary must be one line")
+	}
+	for _, c := range cves {
+		if !cveRE.MatchString(c) {
+			return bad("--cve %q: want an id like CVE-2024-1234", c)
+		}
 	}
 	override := map[string]string{}
 	for _, mo := range modObjs {
@@ -131,7 +145,7 @@ func runKernel(args []string, stdout, stderr io.Writer) int {
 	steps := 0
 	m, err := klp.FromPatches(ctx, klp.Request{
 		Name: *name, Level: *level, Target: tgt, Patches: patches, ModuleObjects: override,
-		OutDir: *outDir, WorkDir: work, Log: log,
+		OutDir: *outDir, WorkDir: work, Log: log, CVEs: cves, Summary: *summary,
 		OnStep: func(s klp.Step) {
 			steps++
 			detail := ""

@@ -33,6 +33,8 @@ func TestKernelBadInput(t *testing.T) {
 		{"bad name", []string{"--patch", good, "--name", "has-dash"}, `patch name "has-dash"`},
 		{"missing patch file", []string{"--patch", filepath.Join(dir, "none.patch"), "--name", "x"}, "no such file"},
 		{"not a patch", []string{"--patch", notPatch, "--name", "x"}, "malformed patch"},
+		{"bad cve", []string{"--patch", good, "--name", "x", "--cve", "CVE-24-1"}, `--cve "CVE-24-1": want an id like CVE-2024-1234`},
+		{"two-line summary", []string{"--patch", good, "--name", "x", "--summary", "a\nb"}, "--summary must be one line"},
 		{"unknown kernel", []string{"--patch", good, "--name", "x", "--kernel", "0.0.0-none"}, "kernel files missing"},
 	}
 	for _, tc := range tests {

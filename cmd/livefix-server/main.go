@@ -16,6 +16,13 @@ commands:
   serve      serve the repository, the host API, metrics and the dashboard
   org        add|list|revoke: organisations and their registration keys
   user       add|list|delete: dashboard operators
+  keys       init|rotate: the repository's signing keys
+  publish    publish a kernel (.ko + .json) or userspace (.lfp) patch to a channel
+  promote    move a published level to the stable channel
+  revoke     withdraw a level from hosts
+  list       list published patches
+  refresh    re-sign the expiring timestamp metadata
+  static     serve only the repository over HTTP
 `
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -35,6 +42,18 @@ func main() {
 		os.Exit(runOrg(os.Args[2:], os.Stdout, os.Stderr))
 	case "user":
 		os.Exit(runUser(os.Args[2:], os.Stdout, os.Stderr))
+	case "keys":
+		os.Exit(runKeys(os.Args[2:], os.Stdout, os.Stderr))
+	case "publish":
+		os.Exit(runPublish(os.Args[2:], os.Stdout, os.Stderr))
+	case "promote", "revoke":
+		os.Exit(runChange(os.Args[1], os.Args[2:], os.Stdout, os.Stderr))
+	case "list":
+		os.Exit(runList(os.Args[2:], os.Stdout, os.Stderr))
+	case "refresh":
+		os.Exit(runRefresh(os.Args[2:], os.Stdout, os.Stderr))
+	case "static":
+		os.Exit(runStatic(os.Args[2:], os.Stdout, os.Stderr))
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:

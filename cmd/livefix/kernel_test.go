@@ -25,6 +25,12 @@ func fakeSystem(t *testing.T) func() *kernelpatch.System {
 		"livepatch/lf_a/vmlinux/patched": "1\n",
 		"state/lf_a.json":                `{"module":"/root/lf_a.ko","metadata":{"release":"6.1.0-9-amd64","level":2}}`,
 	}
+	// The vmlinux build-id note (/sys/kernel/notes): namesz 4, descsz 20, type 3 (GNU).
+	note := []byte{4, 0, 0, 0, 20, 0, 0, 0, 3, 0, 0, 0, 'G', 'N', 'U', 0}
+	for i := 0; i < 20; i++ {
+		note = append(note, byte(i))
+	}
+	files["notes"] = string(note)
 	for p, c := range files {
 		if err := os.WriteFile(filepath.Join(root, p), []byte(c), 0o644); err != nil {
 			t.Fatal(err)
@@ -64,6 +70,7 @@ func TestKernelCommands(t *testing.T) {
 		{"unload unknown", []string{"unload", "nope"}, exitFailure, nil, []string{"no module nope is loaded"}},
 	}
 	newKernelSystem = fakeSystem(t)
+	t.Setenv("LIVEFIX_STATE_DIR", t.TempDir())
 	defer func() { newKernelSystem = kernelpatch.Host }()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

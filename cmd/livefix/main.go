@@ -5,6 +5,10 @@
 //	livefix kernel disable NAME [--timeout D] [--json]
 //	livefix kernel unload NAME [--timeout D] [--json]
 //	livefix kernel version [--json]
+//	livefix boot [--retry] [--json]
+//	livefix status [--json|--prometheus]
+//	livefix info [--json]
+//	livefix uname [-asnrvmpio]
 //	livefix process patch (--pid PID | --all) PATCH.lfp
 //	livefix process unpatch (--pid PID | --all) [NAME]
 //	livefix process list [--json]
@@ -20,9 +24,24 @@ const usage = `usage: livefix COMMAND [ARGS]
 commands:
   kernel load|list|disable|unload|version
         manage kernel live patches (run 'livefix kernel --help')
+  boot [--retry]
+        re-apply the recorded kernel live patch level at boot
+  status [--json|--prometheus]
+        is the recorded level applied? (exit 0 yes, 3 nothing recorded,
+        4 failed or skipped, 5 transition, 6 off; run 'livefix status --help')
+  info [--json]
+        applied patches: level, build time, functions, CVE ids, summary
+  uname [-a|-r|...]
+        uname(1) with the effective kernel version as the release
   process patch|unpatch|list
         live patch running processes and shared libraries
         (run 'livefix process --help')
+  register --server URL [--root FILE] [--key ORG-KEY]
+        trust a patch repository (run 'livefix register --help')
+  update [--dry-run] [--json]
+        take the patch level this host's channel allows, now
+  daemon
+        the agent service: poll the repository and update by itself
 `
 
 // Exit codes shared by the subcommands.
@@ -42,8 +61,22 @@ func main() {
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "kernel":
 		code = runKernel(args, os.Stdout, os.Stderr)
+	case "boot":
+		code = runBoot(os.Args[2:], os.Stdout, os.Stderr)
+	case "status":
+		code = runStatus(os.Args[2:], os.Stdout, os.Stderr)
+	case "info":
+		code = runInfo(os.Args[2:], os.Stdout, os.Stderr)
+	case "uname":
+		code = runUname(os.Args[2:], os.Stdout, os.Stderr)
 	case "process":
 		code = runProcess(args, os.Stdout, os.Stderr)
+	case "register":
+		code = runRegister(args, os.Stdout, os.Stderr)
+	case "update":
+		code = runUpdate(args, os.Stdout, os.Stderr)
+	case "daemon":
+		code = runDaemon(args, os.Stdout, os.Stderr)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:

@@ -1,0 +1,93 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Status is the agent's last view of the repository, kept in
+// STATE/agent/status.json for livefix status and info.
+type Status struct {
+	Repository string `json:"repository"`
+	Channel    string `json:"channel"`
+	// LastCheck is the last update attempt; LastSuccess the last one that
+	// verified the repository.
+	LastCheck   time.Time `json:"last_check"`
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	// Reachable is false when the last attempt could not reach the
+	// repository; the host then keeps its level.
+	Reachable bool   `json:"reachable"`
+	Error     string `json:"error,omitempty"`
+	// Result is one line: what the last attempt did.
+	Result         string     `json:"result"`
+	KernelBuildID  string     `json:"kernel_build_id,omitempty"`
+	AvailableLevel int        `json:"available_level"`
+	AppliedLevel   int        `json:"applied_level"`
+	CVEs           []string   `json:"cves,omitempty"`
+	Summary        string     `json:"summary,omitempty"`
+	NextDue        *time.Time `json:"next_due,omitempty"`
+	LastChange     time.Time  `json:"last_change,omitzero"`
+	User           []UserPlan `json:"user,omitempty"`
+}
+
+// StatusPath is the status file in a state directory.
+func StatusPath(stateDir string) string { return filepath.Join(stateDir, "agent", "status.json") }
+
+// ReadStatus reads the agent status of a state directory; nil and no
+// error when the agent never ran.
+func ReadStatus(stateDir string) (*Status, error) {
+	b, err := os.ReadFile(StatusPath(stateDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("agent status: %w", err)
+	}
+	var s Status
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("agent status %s: %w", StatusPath(stateDir), err)
+	}
+	return &s, nil
+}
+
+// record writes the status after an update attempt. Errors writing it
+// are reported to the progress writer: the update itself stands.
+func (a *Agent) record(rep *Report, uerr error) {
+	old, _ := ReadStatus(a.Config.StateDir)
+	s := Status{Repository: a.Config.Repository, Channel: a.Config.Channel, LastCheck: rep.Time, Reachable: true}
+	if old != nil {
+		s.LastSuccess, s.LastChange, s.AvailableLevel, s.CVEs, s.Summary = old.LastSuccess, old.LastChange, old.AvailableLevel, old.CVEs, old.Summary
+	}
+	s.KernelBuildID, s.AppliedLevel = rep.KernelBuildID, rep.Applied
+	switch {
+	case uerr != nil:
+		s.Error = uerr.Error()
+		s.Reachable = !errors.Is(uerr, ErrUnreachable)
+		s.Result = fmt.Sprintf("kept level %d: %v", rep.Applied, uerr)
+		if rep.Kernel.Action != "" && rep.Kernel.Action != ActionNone {
+			s.Result = fmt.Sprintf("%s to level %d failed, level %d kept: %v", rep.Kernel.Action, rep.Kernel.To, rep.Applied, uerr)
+		}
+	default:
+		s.LastSuccess = rep.Time
+		s.AvailableLevel, s.CVEs, s.Summary, s.NextDue, s.User = rep.Available, rep.CVEs, rep.Summary, rep.NextDue, rep.User
+		s.Result = rep.Kernel.Reason
+		if rep.Done {
+			s.LastChange = rep.Time
+			s.Result = fmt.Sprintf("%s: level %d -> %d (%s)", rep.Kernel.Action, rep.Kernel.From, rep.Kernel.To, rep.Kernel.Reason)
+		} else if rep.DryRun && rep.Kernel.Action != ActionNone {
+			s.Result = fmt.Sprintf("would %s: level %d -> %d (%s)", rep.Kernel.Action, rep.Kernel.From, rep.Kernel.To, rep.Kernel.Reason)
+		}
+	}
+	b, _ := json.MarshalIndent(s, "", "  ")
+	if err := os.MkdirAll(a.stateDir(), 0o755); err == nil {
+		err = writeFile(StatusPath(a.Config.StateDir), append(b, '\n'), 0o644)
+		if err != nil {
+			fmt.Fprintf(a.progress(), "warning: %v\n", err)
+		}
+	}
+}
