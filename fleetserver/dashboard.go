@@ -305,6 +305,9 @@ func (s *Server) handleLevels(w http.ResponseWriter, r *http.Request) {
 	}
 	s.syncMu.Lock()
 	d := levelsData{Levels: levels, Repository: s.cfg.Repository != nil, SyncError: s.syncError, Audit: audit}
+	if ex, ok := s.cfg.Repository.(interface{ Exists() bool }); ok {
+		d.Repository = ex.Exists()
+	}
 	s.syncMu.Unlock()
 	s.render(w, r, http.StatusOK, "levels", "Published levels", d)
 }

@@ -9,13 +9,12 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/livefix/livefix/fleetdb"
+	"github.com/livefix/livefix/patchrepo"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 )
@@ -126,8 +125,7 @@ func (s *Server) Registry() *prometheus.Registry { return s.metrics.reg }
 func (s *Server) Handler() http.Handler { return s.metrics.instrument(s.mux) }
 
 func (s *Server) routes() {
-	repo := filepath.Join(s.cfg.DataDir, "repository")
-	s.mux.Handle("GET /repo/", http.StripPrefix("/repo/", repoFiles(repo)))
+	s.mux.Handle("GET /repo/", http.StripPrefix("/repo", repoFiles(patchrepo.RepositoryDir(s.cfg.DataDir))))
 	s.mux.HandleFunc("POST /api/v1/register", s.handleRegister)
 	s.mux.HandleFunc("POST /api/v1/checkin", s.handleCheckIn)
 	s.mux.Handle("GET /metrics", s.metrics.handler())
@@ -147,25 +145,17 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, "ok")
 }
 
-// repoFiles serves the static repository: files only (no listings), and
-// no name starting with a dot.
+// repoFiles serves the static repository (patchrepo.Handler: metadata
+// from memory with ETags, targets from disk), refusing outright any path
+// with a ".." or dot-file component.
 func repoFiles(dir string) http.Handler {
-	files := http.FileServer(http.Dir(dir))
+	files := patchrepo.Handler(dir)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := r.URL.Path
-		for _, part := range strings.Split(p, "/") {
+		for _, part := range strings.Split(r.URL.Path, "/") {
 			if part == ".." || strings.HasPrefix(part, ".") {
 				http.Error(w, "invalid repository path", http.StatusBadRequest)
 				return
 			}
-		}
-		if p == "" || strings.HasSuffix(p, "/") {
-			http.NotFound(w, r)
-			return
-		}
-		if fi, err := os.Stat(filepath.Join(dir, filepath.FromSlash(p))); err != nil || !fi.Mode().IsRegular() {
-			http.NotFound(w, r)
-			return
 		}
 		files.ServeHTTP(w, r)
 	})

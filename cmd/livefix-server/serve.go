@@ -43,6 +43,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	interval := fs.Duration("checkin-interval", time.Hour, "how often hosts are told to check in")
 	retain := fs.Duration("retain", 90*24*time.Hour, "keep check-in history this long (0: forever)")
 	syncEvery := fs.Duration("sync-interval", 30*time.Second, "how often to re-read the repository's published levels")
+	refreshEvery := fs.Duration("refresh-interval", 24*time.Hour, "re-sign the repository's timestamp metadata this often (0: never; then run livefix-server refresh)")
 	pos, err := cli.Parse(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -65,8 +66,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer st.Close()
+	repo := openRepository(*sf.data, log)
 	srv, err := fleetserver.New(fleetserver.Config{
-		Store: st, DataDir: *sf.data, Repository: openRepository(*sf.data, log), Logger: log,
+		Store: st, DataDir: *sf.data, Repository: repo, Logger: log,
 		CheckInInterval: *interval, SecureCookies: *cert != "",
 	})
 	if err != nil {
@@ -91,6 +93,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	bg, cancelBG := context.WithCancel(context.Background())
 	defer cancelBG()
 	go srv.Run(bg, *syncEvery, *retain)
+	go refreshRepository(bg, repo, *refreshEvery, log)
+	if !repo.Exists() {
+		fmt.Fprintf(stderr, "livefix-server serve: no patch repository in %s yet: create one with livefix-server keys init --data %s\n", *sf.data, *sf.data)
+	}
 
 	hs := &http.Server{
 		Handler:           srv.Handler(),
