@@ -147,7 +147,9 @@ func (s *Store) writeBatchSQLite(ctx context.Context, tx *sql.Tx, batch []pendin
 	}
 	defer ins.Close()
 	upd, err := tx.PrepareContext(ctx, `UPDATE hosts SET hostname = ?, kernel_release = ?, build_id = ?, level = ?,
-		channel = ?, agent_version = ?, userspace = ?, last_result = ?, last_result_at = ?, last_error = ?, last_seen = ?
+		channel = ?, agent_version = ?, userspace = ?, last_result = ?, last_result_at = ?, last_error = ?, last_seen = ?,
+		newest = COALESCE((SELECT MAX(l.level) FROM levels l WHERE l.build_id = ? AND l.revoked = 0
+			AND (l.channel = 'stable' OR l.channel = ?)), 0)
 		WHERE id = ? AND last_seen <= ?`)
 	if err != nil {
 		return err
@@ -159,7 +161,7 @@ func (s *Store) writeBatchSQLite(ctx context.Context, tx *sql.Tx, batch []pendin
 			return err
 		}
 		if _, err := upd.ExecContext(ctx, c.Hostname, c.KernelRelease, c.BuildID, c.Level, c.Channel, c.AgentVersion,
-			userspaceJSON(c.Userspace), c.Result, ms(c.ResultAt), c.Error, ms(c.At), c.HostID, ms(c.At)); err != nil {
+			userspaceJSON(c.Userspace), c.Result, ms(c.ResultAt), c.Error, ms(c.At), c.BuildID, c.Channel, c.HostID, ms(c.At)); err != nil {
 			return err
 		}
 	}
@@ -194,8 +196,8 @@ func (s *Store) writeBatchPostgres(ctx context.Context, tx *sql.Tx, batch []pend
 	args = args[:0]
 	b.WriteString(`UPDATE hosts SET hostname = v.hostname, kernel_release = v.kernel_release, build_id = v.build_id,
 		level = v.level, channel = v.channel, agent_version = v.agent_version, userspace = v.userspace,
-		last_result = v.result, last_result_at = v.result_at, last_error = v.error, last_seen = v.at
-		FROM (VALUES `)
+		last_result = v.result, last_result_at = v.result_at, last_error = v.error, last_seen = v.at,
+		newest = `+newestFor("v")+` FROM (VALUES `)
 	n := 0
 	for i := range batch {
 		c := &batch[i].c

@@ -22,8 +22,16 @@ type Level struct {
 }
 
 // ReplaceLevels replaces the mirrored catalogue of published levels with
-// the repository's current list, in one transaction.
+// the repository's current list, in one transaction, and recomputes the
+// newest level of every host. An unchanged list writes nothing.
 func (s *Store) ReplaceLevels(ctx context.Context, levels []Level) error {
+	old, err := s.Levels(ctx, "")
+	if err != nil {
+		return err
+	}
+	if sameLevels(old, levels) {
+		return nil
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store published levels: %w", err)
@@ -55,10 +63,44 @@ func (s *Store) ReplaceLevels(ctx context.Context, levels []Level) error {
 			}
 		}
 	}
+	if _, err := tx.ExecContext(ctx, `UPDATE hosts SET newest = `+newestFor("hosts")); err != nil {
+		return fmt.Errorf("store published levels: newest level per host: %w", err)
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store published levels: %w", err)
 	}
 	return nil
+}
+
+// sameLevels compares two catalogues as ReplaceLevels would store them.
+func sameLevels(a, b []Level) bool {
+	key := func(ls []Level) map[string]string {
+		m := map[string]string{}
+		for _, l := range ls {
+			cves := map[string]bool{}
+			for _, c := range l.CVEs {
+				cves[strings.ToUpper(c)] = true
+			}
+			list := make([]string, 0, len(cves))
+			for c := range cves {
+				list = append(list, c)
+			}
+			sort.Strings(list)
+			m[fmt.Sprintf("%s/%d", l.BuildID, l.Level)] = fmt.Sprintf("%s|%s|%s|%d|%v|%s",
+				l.KernelRelease, l.Channel, l.Summary, ms(l.PublishedAt), l.Revoked, strings.Join(list, ","))
+		}
+		return m
+	}
+	ka, kb := key(a), key(b)
+	if len(ka) != len(kb) || len(ka) != len(a) || len(kb) != len(b) {
+		return false
+	}
+	for k, v := range ka {
+		if kb[k] != v {
+			return false
+		}
+	}
+	return true
 }
 
 // Levels lists the published levels, optionally only those of the builds

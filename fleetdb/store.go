@@ -91,7 +91,7 @@ func Open(ctx context.Context, dsn, dataDir string) (*Store, error) {
 		// with SQLITE_BUSY at their first write. synchronous(FULL): a
 		// committed, acknowledged check-in survives a power cut too.
 		s.db, err = sql.Open("sqlite", "file:"+path+"?_txlock=immediate"+
-			"&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)")
+			"&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=cache_size(-32768)&_pragma=temp_store(MEMORY)")
 		if err == nil {
 			s.db.SetMaxOpenConns(8)
 		}

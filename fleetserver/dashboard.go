@@ -2,6 +2,7 @@ package fleetserver
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"html/template"
@@ -14,6 +15,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/livefix/livefix/fleetapi"
@@ -135,6 +137,7 @@ type fleetData struct {
 	Page       fleetdb.HostPage
 	Summary    fleetdb.Summary
 	Kernels    []fleetdb.Kernel
+	CountedAt  time.Time // when Summary and Kernels were counted
 	Channels   []string
 	From, To   int
 	Prev, Next string
@@ -158,11 +161,7 @@ func (s *Server) handleFleet(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if d.Summary, err = s.store.Summarise(ctx, f.Now); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if d.Kernels, err = s.store.Kernels(ctx); err != nil {
+	if d.Summary, d.Kernels, d.CountedAt, err = s.overview(r.Context()); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -182,6 +181,46 @@ func (s *Server) handleFleet(w http.ResponseWriter, r *http.Request) {
 		d.Next = link(pageNo + 1)
 	}
 	s.render(w, r, http.StatusOK, "fleet", "Fleet", d)
+}
+
+// overviewTTL is how long the fleet page's summary counts and kernel list
+// are reused: counting every state of 100,000 hosts for each page view
+// would cost more than the page itself.
+const overviewTTL = 10 * time.Second
+
+type overview struct {
+	mu      sync.Mutex
+	at      time.Time
+	summary fleetdb.Summary
+	kernels []fleetdb.Kernel
+}
+
+func (s *Server) overview(ctx context.Context) (fleetdb.Summary, []fleetdb.Kernel, time.Time, error) {
+	o := &s.ov
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	now := s.cfg.Now()
+	if !o.at.IsZero() && now.Sub(o.at) < overviewTTL && now.After(o.at) {
+		return o.summary, o.kernels, o.at, nil
+	}
+	sum, err := s.store.Summarise(ctx, now)
+	if err != nil {
+		return sum, nil, now, err
+	}
+	ks, err := s.store.Kernels(ctx)
+	if err != nil {
+		return sum, nil, now, err
+	}
+	o.summary, o.kernels, o.at = sum, ks, now
+	return sum, ks, now, nil
+}
+
+// forgetOverview makes the next fleet page count afresh (after an admin
+// action changed the published levels).
+func (s *Server) forgetOverview() {
+	s.ov.mu.Lock()
+	s.ov.at = time.Time{}
+	s.ov.mu.Unlock()
 }
 
 type hostData struct {
@@ -351,6 +390,7 @@ func (s *Server) done(w http.ResponseWriter, r *http.Request, action, target, de
 		v.Set("error", fmt.Sprintf("%s %s failed: %v", action, target, err))
 	} else {
 		s.SyncLevels(r.Context())
+		s.forgetOverview()
 		v.Set("flash", fmt.Sprintf("%s %s: done", action, target))
 	}
 	http.Redirect(w, r, "/levels?"+v.Encode(), http.StatusSeeOther)

@@ -77,6 +77,7 @@ type Server struct {
 	syncMu    sync.Mutex
 	lastSync  time.Time
 	syncError string
+	ov        overview
 }
 
 // New builds a server.
