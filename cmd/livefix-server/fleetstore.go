@@ -19,7 +19,7 @@ type storeFlags struct {
 
 func addStoreFlags(fs *flag.FlagSet) storeFlags {
 	return storeFlags{
-		data: fs.String("data", "/var/lib/livefix-server", "data `DIR`: SQLite database (fleet.db), keys/ and repository/"),
+		data: fs.String("data", defaultData(), "data `DIR`: SQLite database (fleet.db), keys/ and repository/"),
 		db: fs.String("db", "", "PostgreSQL `DSN` (postgres://USER[:PASS]@HOST[:PORT]/DB); default: SQLite in DIR; also $"+
 			dbEnv),
 	}
