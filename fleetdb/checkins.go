@@ -139,21 +139,33 @@ func checkinArgs(c *CheckIn) []any {
 		c.AgentVersion, userspaceJSON(c.Userspace), c.Result, ms(c.ResultAt), c.Error}
 }
 
+const updateHostSQLite = `UPDATE hosts SET hostname = ?, kernel_release = ?, build_id = ?, level = ?,
+	channel = ?, agent_version = ?, userspace = ?, last_result = ?, last_result_at = ?, last_error = ?, last_seen = ?,
+	newest = COALESCE((SELECT MAX(l.level) FROM levels l WHERE l.build_id = ? AND l.revoked = 0
+		AND (l.channel = 'stable' OR l.channel = ?)), 0)
+	WHERE id = ? AND last_seen <= ?`
+
+// prepare prepares the hot path's statements.
+func (s *Store) prepare(ctx context.Context) error {
+	var err error
+	if s.authStmt, err = s.db.PrepareContext(ctx, s.q(`SELECT cred_hash FROM hosts WHERE id = ?`)); err != nil {
+		return err
+	}
+	if s.dialect != SQLite {
+		return nil
+	}
+	if s.insStmt, err = s.db.PrepareContext(ctx, insertCheckin+`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`); err != nil {
+		return err
+	}
+	s.updStmt, err = s.db.PrepareContext(ctx, updateHostSQLite)
+	return err
+}
+
 // SQLite runs in process: one prepared statement per row costs little.
 func (s *Store) writeBatchSQLite(ctx context.Context, tx *sql.Tx, batch []pending) error {
-	ins, err := tx.PrepareContext(ctx, insertCheckin+`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	if err != nil {
-		return err
-	}
+	ins := tx.StmtContext(ctx, s.insStmt)
 	defer ins.Close()
-	upd, err := tx.PrepareContext(ctx, `UPDATE hosts SET hostname = ?, kernel_release = ?, build_id = ?, level = ?,
-		channel = ?, agent_version = ?, userspace = ?, last_result = ?, last_result_at = ?, last_error = ?, last_seen = ?,
-		newest = COALESCE((SELECT MAX(l.level) FROM levels l WHERE l.build_id = ? AND l.revoked = 0
-			AND (l.channel = 'stable' OR l.channel = ?)), 0)
-		WHERE id = ? AND last_seen <= ?`)
-	if err != nil {
-		return err
-	}
+	upd := tx.StmtContext(ctx, s.updStmt)
 	defer upd.Close()
 	for i := range batch {
 		c := &batch[i].c

@@ -95,7 +95,7 @@ func (s *Store) Register(ctx context.Context, orgKey, hostname string) (id, cred
 // Authenticate checks a host's credential.
 func (s *Store) Authenticate(ctx context.Context, hostID, credential string) error {
 	var h string
-	err := s.queryRow(ctx, `SELECT cred_hash FROM hosts WHERE id = ?`, hostID).Scan(&h)
+	err := s.authStmt.QueryRowContext(ctx, hostID).Scan(&h)
 	if errors.Is(err, sql.ErrNoRows) {
 		return ErrBadCredential
 	}

@@ -62,6 +62,10 @@ type Store struct {
 	writers sync.WaitGroup
 
 	observer atomic.Pointer[BatchObserver]
+
+	// Statements of the hot path, prepared once: parsing SQL per
+	// check-in costs more than running it on SQLite.
+	authStmt, insStmt, updStmt *sql.Stmt
 }
 
 // BatchObserver is told every check-in batch's size and write time.
@@ -115,6 +119,10 @@ func Open(ctx context.Context, dsn, dataDir string) (*Store, error) {
 	if err := s.migrate(ctx); err != nil {
 		s.db.Close()
 		return nil, fmt.Errorf("migrate fleet database %s: %w", s.describe(dsn, dataDir), err)
+	}
+	if err := s.prepare(ctx); err != nil {
+		s.db.Close()
+		return nil, fmt.Errorf("open fleet database %s: %w", s.describe(dsn, dataDir), err)
 	}
 	s.queue = make(chan pending, 4096)
 	n := 1 // SQLite has one writer at a time anyway
@@ -191,6 +199,11 @@ func (s *Store) Close() error {
 	close(s.queue)
 	s.mu.Unlock()
 	s.writers.Wait()
+	for _, st := range []*sql.Stmt{s.authStmt, s.insStmt, s.updStmt} {
+		if st != nil {
+			st.Close()
+		}
+	}
 	return s.db.Close()
 }
 

@@ -34,7 +34,7 @@ func benchBackend(b *testing.B, backend string) (*fleetdb.Store, *sql.DB, string
 	dir := b.TempDir()
 	dsn := ""
 	if backend == "postgres" {
-		dsn = pgtest.Start(b).NewDatabase(b)
+		dsn = pgtest.StartDurable(b).NewDatabase(b)
 	}
 	st, err := fleetdb.Open(context.Background(), dsn, dir)
 	if err != nil {

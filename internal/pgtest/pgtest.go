@@ -58,10 +58,17 @@ func binDir() (string, error) {
 }
 
 // Start starts a cluster for the test (and its subtests) and stops it and
-// removes its files when the test ends.
-func Start(t testing.TB) *Cluster {
+// removes its files when the test ends. It runs with fsync off: tests
+// need no durability across a power cut.
+func Start(t testing.TB) *Cluster { return start1(t, false) }
+
+// StartDurable is Start with PostgreSQL's default fsync and
+// synchronous_commit, for benchmarks of persisted writes.
+func StartDurable(t testing.TB) *Cluster { return start1(t, true) }
+
+func start1(t testing.TB, durable bool) *Cluster {
 	t.Helper()
-	c, err := start(t.TempDir())
+	c, err := start(durable)
 	if err != nil {
 		if kerneltest.Required() {
 			t.Fatalf("pgtest: %v", err)
@@ -72,7 +79,7 @@ func Start(t testing.TB) *Cluster {
 	return c
 }
 
-func start(tmp string) (*Cluster, error) {
+func start(durable bool) (*Cluster, error) {
 	bin, err := binDir()
 	if err != nil {
 		return nil, err
@@ -116,7 +123,10 @@ func start(tmp string) (*Cluster, error) {
 		if err != nil {
 			return nil, err
 		}
-		opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off -c max_connections=200", c.port, c.dir)
+		opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c max_connections=200", c.port, c.dir)
+		if !durable {
+			opts += " -c fsync=off"
+		}
 		out, err := c.run("pg_ctl", "-D", data, "-l", filepath.Join(c.dir, "log"), "-o", opts, "-w", "-t", "60", "start")
 		if err == nil {
 			break
