@@ -209,7 +209,7 @@ func (s *Store) writeBatchPostgres(ctx context.Context, tx *sql.Tx, batch []pend
 	b.WriteString(`UPDATE hosts SET hostname = v.hostname, kernel_release = v.kernel_release, build_id = v.build_id,
 		level = v.level, channel = v.channel, agent_version = v.agent_version, userspace = v.userspace,
 		last_result = v.result, last_result_at = v.result_at, last_error = v.error, last_seen = v.at,
-		newest = `+newestFor("v")+` FROM (VALUES `)
+		newest = ` + newestFor("v") + ` FROM (VALUES `)
 	n := 0
 	for i := range batch {
 		c := &batch[i].c
