@@ -54,7 +54,13 @@ type Filter struct {
 type HostPage struct {
 	Hosts []Host `json:"hosts"`
 	Total int    `json:"total"`
+	// More is set when more than CountLimit hosts match: Total is then
+	// CountLimit (counting them all would cost more than the page).
+	More bool `json:"more,omitempty"`
 }
+
+// CountLimit bounds how far Hosts counts the matching hosts.
+const CountLimit = 10000
 
 // newestFor is the newest published, unrevoked level a host may take
 // (a stable host takes stable levels; a test host takes test and stable),
@@ -136,8 +142,15 @@ func (s *Store) Hosts(ctx context.Context, f Filter) (HostPage, error) {
 	f.Limit = min(f.Limit, 1000)
 	where, args := f.where()
 	var page HostPage
-	if err := s.queryRow(ctx, `SELECT COUNT(*) FROM hosts h`+where, args...).Scan(&page.Total); err != nil {
+	count := `SELECT COUNT(*) FROM hosts h` + where
+	if where != "" {
+		count = `SELECT COUNT(*) FROM (SELECT 1 FROM hosts h` + where + ` LIMIT ` + fmt.Sprint(CountLimit+1) + `) AS m`
+	}
+	if err := s.queryRow(ctx, count, args...).Scan(&page.Total); err != nil {
 		return page, fmt.Errorf("count hosts: %w", err)
+	}
+	if page.Total > CountLimit {
+		page.Total, page.More = CountLimit, true
 	}
 	rows, err := s.query(ctx, `SELECT `+hostColumns+` FROM hosts h`+where+` ORDER BY h.hostname, h.id LIMIT ? OFFSET ?`,
 		append(args, f.Limit, f.Offset)...)

@@ -132,6 +132,10 @@ func seed(b *testing.B, st *fleetdb.Store, raw *sql.DB, postgres bool, n int) {
 	if err := st.ReplaceLevels(ctx, levels); err != nil {
 		b.Fatal(err)
 	}
+	// Planner statistics, as autovacuum (PostgreSQL) would have them.
+	if _, err := raw.ExecContext(ctx, "ANALYZE"); err != nil {
+		b.Fatal(err)
+	}
 }
 
 func benchServer(b *testing.B, st *fleetdb.Store, dir string) *httptest.Server {

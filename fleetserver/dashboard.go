@@ -177,7 +177,7 @@ func (s *Server) handleFleet(w http.ResponseWriter, r *http.Request) {
 	if pageNo > 1 {
 		d.Prev = link(pageNo - 1)
 	}
-	if f.Offset+len(d.Page.Hosts) < d.Page.Total {
+	if f.Offset+len(d.Page.Hosts) < d.Page.Total || (d.Page.More && len(d.Page.Hosts) == pageSize) {
 		d.Next = link(pageNo + 1)
 	}
 	s.render(w, r, http.StatusOK, "fleet", "Fleet", d)
