@@ -12,7 +12,7 @@ import (
 
 // BenchmarkCheckInStore measures persisted check-ins per second through
 // the store alone (group commit; each op returns after its commit), with
-// 64 concurrent writers over 5,000 hosts. Baseline: the same ops into a
+// 512 concurrent writers over 5,000 hosts. Baseline: the same ops into a
 // channel-and-wait with no database (the queueing cost).
 func BenchmarkCheckInStore(b *testing.B) {
 	b.Run("baseline-queue-only", func(b *testing.B) {
@@ -23,7 +23,7 @@ func BenchmarkCheckInStore(b *testing.B) {
 			}
 		}()
 		defer close(q)
-		b.SetParallelism(32)
+		b.SetParallelism(256)
 		b.ResetTimer()
 		start := time.Now()
 		b.RunParallel(func(pb *testing.PB) {
@@ -56,7 +56,7 @@ func BenchmarkCheckInStore(b *testing.B) {
 				}
 			}
 			var next atomic.Int64
-			b.SetParallelism(32)
+			b.SetParallelism(256)
 			b.ResetTimer()
 			start := time.Now()
 			b.RunParallel(func(pb *testing.PB) {

@@ -65,8 +65,8 @@ func TestOpenTwiceMigratesOnce(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		s := openTest(t, "", dir)
 		v, err := s.SchemaVersion(context.Background())
-		if err != nil || v != 2 {
-			t.Fatalf("schema version %d, %v; want 2", v, err)
+		if err != nil || v != 3 {
+			t.Fatalf("schema version %d, %v; want 3", v, err)
 		}
 		s.Close()
 	}

@@ -153,7 +153,7 @@ func benchClient() *http.Client {
 	return &http.Client{Transport: &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256}}
 }
 
-// BenchmarkCheckIns is the load generator: 64 concurrent clients post
+// BenchmarkCheckIns is the load generator: 512 concurrent clients post
 // check-ins of distinct hosts over loopback HTTP; each op is one check-in
 // acknowledged by the server (so stored: the server answers after the
 // commit). Baseline: the same clients and payload against a handler that
@@ -169,7 +169,7 @@ func BenchmarkCheckIns(b *testing.B) {
 	run := func(b *testing.B, url string) {
 		hc := benchClient()
 		var next atomic.Int64
-		b.SetParallelism(32)
+		b.SetParallelism(256)
 		b.ResetTimer()
 		start := time.Now()
 		b.RunParallel(func(pb *testing.PB) {
