@@ -16,6 +16,10 @@ packages=(
 	rsync xz-utils gcc make binutils patch
 	# Debian package checks (packaging/ tests): lintian, man pages, systemd-analyze verify
 	lintian man-db systemd
+	# fleet server tests: a throwaway PostgreSQL cluster (internal/pgtest)
+	postgresql
+	# fleet dashboard browser test (headless, driven by chromedp)
+	chromium
 )
 
 [[ -r /etc/debian_version ]] || die "this script supports Debian 12 only (no /etc/debian_version)"

@@ -13,7 +13,9 @@ const usage = `usage: livefix-server COMMAND
 
 commands:
   version    print the version
-  serve      serve a patch repository (not implemented yet)
+  serve      serve the repository, the host API, metrics and the dashboard
+  org        add|list|revoke: organisations and their registration keys
+  user       add|list|delete: dashboard operators
   keys       init|rotate: the repository's signing keys
   publish    publish a kernel (.ko + .json) or userspace (.lfp) patch to a channel
   promote    move a published level to the stable channel
@@ -35,8 +37,11 @@ func main() {
 	case "version", "--version":
 		fmt.Println("livefix-server", version)
 	case "serve":
-		fmt.Fprintln(os.Stderr, "livefix-server serve: the patch server is not implemented yet; distribute NAME.ko/NAME.json and .lfp files by hand for now")
-		os.Exit(1)
+		os.Exit(runServe(os.Args[2:], os.Stdout, os.Stderr))
+	case "org":
+		os.Exit(runOrg(os.Args[2:], os.Stdout, os.Stderr))
+	case "user":
+		os.Exit(runUser(os.Args[2:], os.Stdout, os.Stderr))
 	case "keys":
 		os.Exit(runKeys(os.Args[2:], os.Stdout, os.Stderr))
 	case "publish":

@@ -103,6 +103,9 @@ patch for another kernel).`, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep, err := a.Update(ctx, agent.UpdateOptions{DryRun: *dry})
+	if !*dry {
+		checkIn(a, rep, err, stderr)
+	}
 	if *asJSON {
 		out := struct {
 			*agent.Report
@@ -194,7 +197,7 @@ its level and the agent status says so. Honours HTTPS_PROXY and NO_PROXY.`, stde
 	defer stop()
 	fmt.Fprintf(stdout, "livefix agent %s: repository %s, channel %s, poll every %s, auto_update %v\n",
 		agentVersion, a.Config.Repository, a.Config.Channel, a.Config.PollInterval, a.Config.AutoUpdate == nil || *a.Config.AutoUpdate)
-	if err := a.Run(ctx, agent.DaemonOptions{}); err != nil {
+	if err := a.Run(ctx, agent.DaemonOptions{OnUpdate: daemonReporter(ctx, a, stderr)}); err != nil {
 		fmt.Fprintf(stderr, "livefix daemon: %v\n", err)
 		return exitFailure
 	}
