@@ -48,7 +48,16 @@ func (d *differ) correlate() {
 	for e, names := range d.ownerIndex(d.patched) {
 		owners[e] = names
 	}
-	d.pair(d.orig.data, d.patched.data, func(e *entity) string { return owners[e] })
+	plain := func(es []*entity) []*entity {
+		var out []*entity
+		for _, e := range es {
+			if !isSpecialStatic(e) {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	d.pair(plain(d.orig.data), plain(d.patched.data), func(e *entity) string { return owners[e] })
 }
 
 func link(a, b *entity) { a.twin, b.twin = b, a }

@@ -18,6 +18,15 @@ const (
 	ReasonInitData = "init data changed"
 	ReasonNoFentry = "no fentry"
 	ReasonSection  = "unsupported section"
+	ReasonExport   = "export changed"
+	// ReasonUnreached: changed read-only data that no included function
+	// uses (it is reached only through tables the patch does not replace).
+	ReasonUnreached = "changed read-only data not reachable from patched code"
+	// ReasonAmbiguous: numbered statics that cannot be told apart.
+	ReasonAmbiguous = "ambiguous static"
+	// ReasonAddress: a changed function without an ftrace entry whose
+	// address the running kernel stores.
+	ReasonAddress = "address stored"
 )
 
 // ErrNoFunctionalChange is returned by Result.Err when the objects differ
@@ -129,6 +138,9 @@ type differ struct {
 	owned         map[*entity][]ownedEntry
 	refused       []Refusal
 	rodataChanged map[*entity]bool
+	ssKeys        map[*entity]string
+	// statics are the special statics included code uses (extract).
+	statics map[*entity]bool
 }
 
 // Diff compares the original and patched objects of one translation unit.
@@ -138,6 +150,7 @@ func Diff(orig, patched *elfobj.File, opts Options) (*Result, error) {
 		orig: analyse(orig), patched: analyse(patched), opts: opts,
 		anonKeys: make(map[anonMemo]string), specs: make(map[*object][]*special),
 		owned: make(map[*entity][]ownedEntry), rodataChanged: make(map[*entity]bool),
+		ssKeys: make(map[*entity]string), statics: make(map[*entity]bool),
 	}
 	d.indexSpecials(d.orig)
 	d.indexSpecials(d.patched)
@@ -146,6 +159,7 @@ func Diff(orig, patched *elfobj.File, opts Options) (*Result, error) {
 	d.compareData()
 	d.propagate()
 	d.checkSections()
+	d.checkExports()
 	res := d.result()
 	if len(res.Refused) == 0 && !res.NoFunctionalChange {
 		out, err := d.extract(res)
@@ -210,6 +224,9 @@ func (d *differ) compareData() {
 		a := b.twin
 		if a == nil {
 			b.state = added
+			continue
+		}
+		if isSpecialStatic(b) {
 			continue
 		}
 		writable := a.sec.Flags&elf.SHF_WRITE != 0 || b.sec.Flags&elf.SHF_WRITE != 0
@@ -313,7 +330,7 @@ func (d *differ) checkSections() {
 	}
 	uo, up := used(d.orig), used(d.patched)
 	consider := func(o *object, s *elfobj.Section, used map[*elfobj.Section]bool) bool {
-		return !ignoredSection(s) && len(o.entities[s]) == 0 && tableFor(s.Name) == nil &&
+		return !ignoredSection(s) && len(o.entities[s]) == 0 && tableFor(s.Name) == nil && !exportSection(s.Name) &&
 			!parallelOf(s.Name) && !used[s] && s.Len() > 0
 	}
 	seen := make(map[string]bool)
@@ -386,7 +403,7 @@ func (d *differ) result() *Result {
 		}
 	}
 	for _, e := range d.patched.data {
-		if e.state == added && !refusedSym[e.name()] {
+		if e.state == added && !refusedSym[e.name()] && !isSpecialStatic(e) {
 			res.NewData = append(res.NewData, e.name())
 		}
 	}

@@ -1,0 +1,113 @@
+package objdiff
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/livefix/livefix/elfobj"
+)
+
+// outputOf compiles a corpus case, diffs it and returns the result with
+// its output object written and read back.
+func outputOf(t *testing.T, dir string) (*Result, *elfobj.File) {
+	t.Helper()
+	orig, patched := compileCase(t, dir)
+	res, _, _ := diffFiles(t, orig, patched)
+	if res.Output == nil {
+		t.Fatalf("no output: %+v", res.ChangeSet)
+	}
+	data, err := res.Output.Write()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := elfobj.Read(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, out
+}
+
+// TestDyndbgOwnDescriptors checks that a patched function carries its own
+// dynamic debug descriptors, in one __dyndbg array, with its jump label
+// entries pointing at their keys, and never refers to the running
+// kernel's descriptors.
+func TestDyndbgOwnDescriptors(t *testing.T) {
+	res, out := outputOf(t, "testdata/cases/52-dyndbg-line-shift")
+	for _, e := range res.Externals {
+		if strings.HasPrefix(e.Name, "__UNIQUE_ID_ddebug") || strings.HasPrefix(e.Name, "__func__") {
+			t.Errorf("output refers to the running %s", e.Name)
+		}
+	}
+	var dd *elfobj.Section
+	n := 0
+	for _, s := range out.Sections {
+		if s.Name == "__dyndbg" {
+			if dd != nil {
+				t.Fatalf("two __dyndbg sections")
+			}
+			dd = s
+		}
+	}
+	if dd == nil {
+		t.Fatal("no __dyndbg section in the output")
+	}
+	for _, s := range out.Symbols {
+		if s.Section == dd && strings.HasPrefix(s.Name, "__UNIQUE_ID_ddebug") {
+			n++
+		}
+	}
+	if n != 2 || dd.Len() != 2*56 {
+		t.Errorf("__dyndbg holds %d descriptors in %d bytes, want parse_hdr's 2 in 112", n, dd.Len())
+	}
+	keys := 0
+	for _, s := range out.Sections {
+		if !s.IsRela() || s.Target == nil || s.Target.Name != "__jump_table" {
+			continue
+		}
+		for _, r := range s.Relocs {
+			if r.Offset%16 == 8 {
+				keys++
+				if r.Sym == nil || r.Sym.Section != dd {
+					t.Errorf("jump table key at %#x points at %v, not into the patch's __dyndbg", r.Offset, r.Sym)
+				}
+			}
+		}
+	}
+	if keys != 2 {
+		t.Errorf("%d jump table entries, want 2", keys)
+	}
+}
+
+// TestSpecialStaticsOwnCopy checks that lockdep keys, once-flags and
+// ratelimit states used by a patched function are the patch's own and
+// never resolved in the running kernel, and that exports are not copied.
+func TestSpecialStaticsOwnCopy(t *testing.T) {
+	res, out := outputOf(t, "testdata/cases/53-special-statics")
+	for _, e := range res.Externals {
+		switch b := baseName(e.Name); b {
+		case "__key", "__already_done", "_rs", "__func__":
+			t.Errorf("output refers to the running %s", e.Name)
+		}
+	}
+	have := map[string]string{}
+	for _, s := range out.Symbols {
+		if s.Section != nil {
+			have[baseName(s.Name)] = s.Section.Name
+		}
+	}
+	for _, b := range []string{"__key", "__already_done", "_rs"} {
+		if _, ok := have[b]; !ok {
+			t.Errorf("output has no copy of %s", b)
+		}
+	}
+	if !strings.HasPrefix(have["__already_done"], ".data.once") {
+		t.Errorf("once-flag copied into %q, want a .data.once section", have["__already_done"])
+	}
+
+	_, out = outputOf(t, "testdata/cases/54-exported-changed")
+	for _, s := range out.Sections {
+		if exportSection(s.Name) || strings.Contains(s.Name, "ksymtab") {
+			t.Errorf("output copies export section %s", s.Name)
+		}
+	}
+}
