@@ -111,22 +111,47 @@ func (d *differ) pair(orig, patched []*entity, owner func(*entity) string) {
 			link(as[0], bs[0])
 			continue
 		}
+		// Content and order only pair statics whose users overlap: two
+		// zero-initialised counters of equal size look alike, and pairing
+		// a new function's counter with a removed one's would hand it the
+		// running value of another variable.
+		compat := func(a, b *entity) bool { return true }
 		if owner != nil {
-			matchBy(as, bs, owner)
+			matchBy(as, bs, owner, compat)
+			compat = func(a, b *entity) bool { return sharesOwner(owner(a), owner(b)) }
 		}
-		matchBy(as, bs, d.fingerprint)
+		matchBy(as, bs, d.fingerprint, compat)
 		as, bs = unpaired(as), unpaired(bs)
 		if len(as) == len(bs) {
 			for i := range as {
-				link(as[i], bs[i])
+				if compat(as[i], bs[i]) {
+					link(as[i], bs[i])
+				}
 			}
 		}
 	}
 }
 
+// sharesOwner reports whether two owner lists (sorted, comma-separated
+// function names in the original's terms) have a function in common, or
+// are both empty.
+func sharesOwner(a, b string) bool {
+	if a == "" || b == "" {
+		return a == b
+	}
+	for _, n := range strings.Split(a, ",") {
+		for _, m := range strings.Split(b, ",") {
+			if n == m {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // matchBy links unpaired entities whose key is equal and unique on both
 // sides. Each key is computed once.
-func matchBy(as, bs []*entity, key func(*entity) string) {
+func matchBy(as, bs []*entity, key func(*entity) string, compat func(a, b *entity) bool) {
 	keys := make(map[*entity]string)
 	count := func(es []*entity) map[string][]*entity {
 		m := make(map[string][]*entity)
@@ -144,7 +169,7 @@ func matchBy(as, bs []*entity, key func(*entity) string) {
 		if b.twin != nil {
 			continue
 		}
-		if x, y := am[keys[b]], bm[keys[b]]; len(x) == 1 && len(y) == 1 {
+		if x, y := am[keys[b]], bm[keys[b]]; len(x) == 1 && len(y) == 1 && compat(x[0], y[0]) {
 			link(x[0], y[0])
 		}
 	}

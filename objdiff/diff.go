@@ -57,6 +57,10 @@ type ChangeSet struct {
 	Changed            []string  `json:"changed"`
 	New                []string  `json:"new"`
 	NewData            []string  `json:"new_data"`
+	// Private lists changed functions that have no ftrace entry: the
+	// patch carries their new copy under its own name and replaces their
+	// callers instead (listed in Changed).
+	Private            []string  `json:"private,omitempty"`
 	Refused            []Refusal `json:"refused"`
 	NoFunctionalChange bool      `json:"no_functional_change"`
 }
@@ -251,42 +255,6 @@ func (d *differ) compareData() {
 	}
 }
 
-// propagate marks the functions that use a changed read-only object, and
-// the parents of changed fragments, as changed, and applies the
-// function-level refusals.
-func (d *differ) propagate() {
-	for _, f := range d.patched.funcs {
-		if f.state == changed || f.state == added {
-			continue
-		}
-		for _, r := range f.relocs {
-			if t := d.patched.resolve(f.sec, r); t.kind == refEntity && d.rodataChanged[t.ent] {
-				f.state, f.why = changed, "uses changed read-only "+t.ent.name()
-				break
-			}
-		}
-	}
-	for _, f := range d.patched.funcs {
-		if isFragment(f) && f.state == changed {
-			if p := d.parentOf(f); p != nil && p.state != added {
-				if p.state != changed {
-					p.state, p.why = changed, "its split-off part "+f.name()+" changed"
-				}
-			}
-		}
-	}
-	for _, f := range d.patched.funcs {
-		switch {
-		case f.state == changed && isInit(f.sec):
-			d.refuse(f.name(), ReasonInitCode+": __init code has already run and been freed; a live patch cannot change it")
-		case f.state == added && isInit(f.sec):
-			d.refuse(f.name(), ReasonInitCode+": a new __init function would never run in a live patch")
-		case f.state == changed && !isFragment(f) && d.needFentry() && !hasFentry(f.twin):
-			d.refuse(f.name(), ReasonNoFentry+": the original has no __fentry__ call (notrace or noinstr code), so ftrace cannot redirect it")
-		}
-	}
-}
-
 func (d *differ) needFentry() bool {
 	switch d.opts.Fentry {
 	case FentryRequired:
@@ -361,7 +329,7 @@ func (d *differ) checkSections() {
 		}
 		for _, r := range d.patched.relocs[sb] {
 			t := d.patched.resolve(sb, r)
-			if t.kind == refEntity && t.ent.isFunc && (t.ent.state == changed || t.ent.state == added) {
+			if t.kind == refEntity && t.ent.isFunc && (t.ent.state == changed || t.ent.state == added || t.ent.state == private) {
 				d.refuse(t.ent.name(), ReasonSection+" "+sb.Name+": it holds an entry for this function that a live patch would lose")
 				break
 			}
@@ -372,7 +340,7 @@ func (d *differ) checkSections() {
 	for _, sp := range d.specs[d.patched] {
 		if sp.err != nil {
 			for _, f := range d.patched.funcs {
-				if f.state == changed || f.state == added {
+				if f.state == changed || f.state == added || f.state == private {
 					d.refuse(sp.sec.Name, ReasonSection+": "+sp.err.Error())
 					break
 				}
@@ -400,6 +368,8 @@ func (d *differ) result() *Result {
 			}
 		case added:
 			res.New = append(res.New, f.name())
+		case private:
+			res.Private = append(res.Private, f.name())
 		}
 	}
 	for _, e := range d.patched.data {
@@ -410,12 +380,13 @@ func (d *differ) result() *Result {
 	slices.Sort(res.Changed)
 	slices.Sort(res.New)
 	slices.Sort(res.NewData)
+	slices.Sort(res.Private)
 	slices.SortFunc(res.Funcs, func(a, b Func) int { return strings.Compare(a.Name, b.Name) })
 	res.Refused = slices.Clone(d.refused)
 	if res.Refused == nil {
 		res.Refused = []Refusal{}
 	}
 	slices.SortFunc(res.Refused, func(a, b Refusal) int { return strings.Compare(a.Symbol, b.Symbol) })
-	res.NoFunctionalChange = len(res.Changed) == 0 && len(res.New) == 0 && len(res.NewData) == 0 && len(res.Refused) == 0
+	res.NoFunctionalChange = len(res.Changed) == 0 && len(res.New) == 0 && len(res.NewData) == 0 && len(res.Private) == 0 && len(res.Refused) == 0
 	return res
 }

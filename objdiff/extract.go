@@ -33,11 +33,11 @@ func (d *differ) included(e *entity) bool {
 	switch {
 	case e.state == changed && !e.isFunc:
 		return d.rodataChanged[e]
-	case e.state == changed, e.state == added:
+	case e.state == changed, e.state == added, e.state == private:
 		return true
 	case isFragment(e):
 		p := d.parentOf(e)
-		return p != nil && (p.state == changed || p.state == added)
+		return p != nil && (p.state == changed || p.state == added || p.state == private)
 	}
 	return false
 }

@@ -78,6 +78,9 @@ const (
 	changed
 	lineOnly
 	added
+	// private: changed, without an ftrace entry; included under its own
+	// name and reached through its (changed) callers.
+	private
 )
 
 // object is one analysed relocatable object.
