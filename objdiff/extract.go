@@ -165,6 +165,15 @@ func (x *extraction) retarget(sec *elfobj.Section, r elfobj.Reloc) elfobj.Reloc 
 	case refNone:
 	case refEntity:
 		nr.Addend = symVal + r.Addend - int64(t.ent.start)
+		if t.off == 0 && d.redirected(t.ent) && tableFor(sec.Name) == nil && !d.patched.isBranch(sec, r) {
+			// The address of a replaced function, stored by the new
+			// code (a work item, a timer, an ops table): it must be the
+			// original's, which the live patch redirects to whichever
+			// level is current, never this module's copy, which is freed
+			// when a later level replaces this one.
+			nr.Sym = x.external(t.ent.twin.name(), t.ent.twin.sym.Bind == elf.STB_LOCAL, true, t.ent.sym.Type)
+			break
+		}
 		if sym, ok := x.pieces[t.ent]; ok {
 			nr.Sym = sym
 			nr.Addend += int64(sym.Value)
@@ -288,11 +297,12 @@ func (x *extraction) fail(err error) {
 // external reference (a renumbered clone can take the running name of
 // another), so that both stay distinct.
 func (x *extraction) avoidClashes(res *Result) error {
+	d := x.d
 	for e, sym := range x.pieces {
 		if _, clash := x.ext[sym.Name]; !clash {
 			continue
 		}
-		if sym.Bind != elf.STB_LOCAL {
+		if sym.Bind != elf.STB_LOCAL && !d.redirected(e) {
 			return fmt.Errorf("included symbol %s has the name of an unchanged symbol it refers to", sym.Name)
 		}
 		old := sym.Name
@@ -337,4 +347,10 @@ func (d *differ) neededStatics(inc []*entity) []*entity {
 		}
 	}
 	return out
+}
+
+// redirected reports a function the live patch redirects: a changed
+// function of the patched object with a twin in the original.
+func (d *differ) redirected(e *entity) bool {
+	return e.obj == d.patched && e.isFunc && e.state == changed && !isFragment(e) && e.twin != nil
 }

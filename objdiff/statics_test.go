@@ -111,3 +111,51 @@ func TestSpecialStaticsOwnCopy(t *testing.T) {
 		}
 	}
 }
+
+// TestAddressTakenOriginal checks that the stored address of a replaced
+// function refers to the original (an undefined symbol the live patch
+// resolves), while direct calls go to the included copy.
+func TestAddressTakenOriginal(t *testing.T) {
+	res, out := outputOf(t, "testdata/cases/61-address-taken-changed")
+	var ext *Extern
+	for i, e := range res.Externals {
+		if e.Name == "handler" {
+			ext = &res.Externals[i]
+		}
+	}
+	if ext == nil || !ext.Local || !ext.Func {
+		t.Fatalf("externals %+v: want the original handler as a local function", res.Externals)
+	}
+	var copyName string
+	for _, f := range res.Funcs {
+		if f.OrigName == "handler" {
+			copyName = f.Name
+		}
+	}
+	if copyName == "" || copyName == "handler" {
+		t.Fatalf("replaced handler is named %q in the output; want a name apart from the original's", copyName)
+	}
+	toOrig, toCopy := map[string]int{}, map[string]int{}
+	for _, s := range out.Sections {
+		if !s.IsRela() || s.Target == nil || !isCode(s.Target) {
+			continue
+		}
+		for _, r := range s.Relocs {
+			switch {
+			case r.Sym != nil && r.Sym.Name == "handler" && r.Sym.Section == nil:
+				toOrig[s.Target.Name]++
+			case r.Sym != nil && r.Sym.Name == copyName:
+				toCopy[s.Target.Name]++
+			}
+		}
+	}
+	if toOrig[".text.kick"] != 1 {
+		t.Errorf("kick refers %d times to the original handler, want once (its stored address); all: %v", toOrig[".text.kick"], toOrig)
+	}
+	if toOrig[".text.run_now"] != 0 {
+		t.Errorf("run_now's calls go to the original: %v", toOrig)
+	}
+	if toCopy[".text.run_now"] == 0 {
+		t.Errorf("run_now does not call the included copy: %v", toCopy)
+	}
+}
