@@ -103,6 +103,9 @@ type Result struct {
 	// Output holds the included parts; nil when something was refused or
 	// nothing changed.
 	Output *elfobj.File
+	// Explain says, symbol by symbol, what the engine decided and why
+	// (livefix-build kernel --explain).
+	Explain []Explanation
 }
 
 // Err returns nil when the result is a patchable change, a *RefusedError
@@ -172,6 +175,7 @@ func Diff(orig, patched *elfobj.File, opts Options) (*Result, error) {
 		}
 		res.Output = out
 	}
+	res.Explain = d.explain(res)
 	return res, nil
 }
 
@@ -207,7 +211,7 @@ func (d *differ) compareFuncs() {
 		relocWhy := d.relocDiff(a, b)
 		switch {
 		case !bytesSame && relocWhy == "" && d.lineOnly(a, b):
-			b.state = lineOnly
+			b.state, b.why = lineOnly, "only the line argument of a __might_sleep-style call moved"
 		case !bytesSame:
 			b.state, b.why = changed, "code changed"
 		case relocWhy != "":
@@ -217,7 +221,7 @@ func (d *differ) compareFuncs() {
 			if differs, line, what := d.specialDiff(a, b); differs && !line {
 				b.state, b.why = changed, "its "+what+" entries changed"
 			} else if differs && b.state == unchanged {
-				b.state = lineOnly
+				b.state, b.why = lineOnly, "only the line fields of its "+what+" entries moved"
 			}
 		}
 	}

@@ -84,6 +84,24 @@ func golden(t *testing.T, path string, res *Result) expectation {
 	return want
 }
 
+// goldenText compares got with the file at path, first rewriting the
+// file when -update is given.
+func goldenText(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs:\n--- got\n%s--- want\n%s", path, got, want)
+	}
+}
+
 func exitCode(res *Result) int {
 	switch {
 	case len(res.Refused) > 0:
@@ -109,6 +127,11 @@ func TestCorpus(t *testing.T) {
 			orig, patched := compileCase(t, dir)
 			res, a, _ := diffFiles(t, orig, patched)
 			want := golden(t, filepath.Join(dir, "expect.json"), res)
+			var explained bytes.Buffer
+			if err := WriteExplanation(&explained, filepath.Base(dir), res); err != nil {
+				t.Fatal(err)
+			}
+			goldenText(t, filepath.Join(dir, "explain.txt"), explained.Bytes())
 			got := res.ChangeSet
 			check := func(what string, g, w []string) {
 				if !slices.Equal(g, w) {

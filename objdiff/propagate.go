@@ -85,7 +85,7 @@ func (d *differ) propagate() {
 	}
 	for _, f := range d.patched.funcs {
 		because := ""
-		if strings.HasPrefix(f.why, "calls ") {
+		if strings.HasPrefix(f.why, "calls ") || strings.HasPrefix(f.why, "uses ") {
 			because = " (it " + f.why + ")"
 		}
 		switch {
