@@ -54,9 +54,9 @@ type Refusal struct {
 // ChangeSet is the machine-readable summary of a diff. Names are symbol
 // names as they appear in the patched object.
 type ChangeSet struct {
-	Changed            []string  `json:"changed"`
-	New                []string  `json:"new"`
-	NewData            []string  `json:"new_data"`
+	Changed []string `json:"changed"`
+	New     []string `json:"new"`
+	NewData []string `json:"new_data"`
 	// Private lists changed functions that have no ftrace entry: the
 	// patch carries their new copy under its own name and replaces their
 	// callers instead (listed in Changed).
