@@ -10,7 +10,19 @@ import (
 // baseName strips the numbers that gcc appends to local symbols and
 // that change from one build to the next: foo.isra.3 -> foo.isra,
 // count.12 -> count, foo.constprop.0.isra.1 -> foo.constprop.isra.
+//
+// The kernel's __UNIQUE_ID(prefix) appends __COUNTER__ to the name itself
+// (__UNIQUE_ID_license367, __UNIQUE_ID_ddebug334.14): those digits are
+// build-dependent too.
 func baseName(name string) string {
+	if strings.HasPrefix(name, "__UNIQUE_ID_") {
+		head, rest, dotted := strings.Cut(name, ".")
+		head = strings.TrimRight(head, "0123456789")
+		if !dotted {
+			return head
+		}
+		name = head + "." + rest
+	}
 	if !strings.Contains(name, ".") {
 		return name
 	}

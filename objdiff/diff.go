@@ -302,7 +302,11 @@ func (d *differ) checkSections() {
 	}
 	uo, up := used(d.orig), used(d.patched)
 	consider := func(o *object, s *elfobj.Section, used map[*elfobj.Section]bool) bool {
-		return !ignoredSection(s) && len(o.entities[s]) == 0 && tableFor(s.Name) == nil && !exportSection(s.Name) &&
+		// A mergeable string section that no relocation uses holds
+		// nothing anyone reads (gcc leaves literals behind that it
+		// turned into immediates).
+		unusedStrings := s.Flags&elf.SHF_MERGE != 0 && s.Flags&elf.SHF_STRINGS != 0 && !used[s]
+		return !ignoredSection(s) && len(o.entities[s]) == 0 && tableFor(s.Name) == nil && !exportSection(s.Name) && !unusedStrings &&
 			!parallelOf(s.Name) && !used[s] && s.Len() > 0
 	}
 	seen := make(map[string]bool)

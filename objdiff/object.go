@@ -342,6 +342,12 @@ func (o *object) resolve(sec *elfobj.Section, r elfobj.Reloc) ref {
 		if e := o.entityAt(tsec, uint64(at)); e != nil {
 			return ref{kind: refEntity, ent: e, sec: tsec, off: at - int64(e.start)}
 		}
+		// One past the end of an array (a loop bound).
+		for _, e := range o.entities[tsec] {
+			if e.end == uint64(at) && e.end > e.start {
+				return ref{kind: refEntity, ent: e, sec: tsec, off: at - int64(e.start)}
+			}
+		}
 	}
 	// A global label is a name other objects can use; a local one
 	// (.LC0 in a mergeable section) is only a place, compared by content.
