@@ -1,6 +1,7 @@
 package objdiff
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -84,6 +85,11 @@ func TestKernelObjects(t *testing.T) {
 			pair := buildKernelPair(t, name)
 			res, orig, _ := diffFiles(t, pair.Orig, pair.Patched)
 			want := golden(t, strings.TrimSuffix(p, ".patch")+".json", res)
+			var explained bytes.Buffer
+			if err := WriteExplanation(&explained, pair.Source, res); err != nil {
+				t.Fatal(err)
+			}
+			goldenText(t, strings.TrimSuffix(p, ".patch")+".explain.txt", explained.Bytes())
 			got := res.ChangeSet
 			if !slices.Equal(got.Changed, want.Changed) || !slices.Equal(got.New, want.New) ||
 				!slices.Equal(got.NewData, want.NewData) || got.NoFunctionalChange != want.NoFunctionalChange ||
