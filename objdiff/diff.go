@@ -148,6 +148,9 @@ type differ struct {
 	ssKeys        map[*entity]string
 	// statics are the special statics included code uses (extract).
 	statics map[*entity]bool
+	// addrOrig names, per replaced function, the included parts whose
+	// stored address of it refers to the original (extract).
+	addrOrig map[*entity][]string
 }
 
 // Diff compares the original and patched objects of one translation unit.
@@ -157,7 +160,7 @@ func Diff(orig, patched *elfobj.File, opts Options) (*Result, error) {
 		orig: analyse(orig), patched: analyse(patched), opts: opts,
 		anonKeys: make(map[anonMemo]string), specs: make(map[*object][]*special),
 		owned: make(map[*entity][]ownedEntry), rodataChanged: make(map[*entity]bool),
-		ssKeys: make(map[*entity]string), statics: make(map[*entity]bool),
+		ssKeys: make(map[*entity]string), statics: make(map[*entity]bool), addrOrig: make(map[*entity][]string),
 	}
 	d.indexSpecials(d.orig)
 	d.indexSpecials(d.patched)

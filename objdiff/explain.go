@@ -48,6 +48,10 @@ func (d *differ) explain(res *Result) []Explanation {
 			if isFragment(f) {
 				why += " (a split-off part, replaced with its parent)"
 			}
+			if by := d.addrOrig[f]; len(by) > 0 {
+				slices.Sort(by)
+				why += "; the address " + strings.Join(by, ", ") + " stores is the original's, which the live patch redirects"
+			}
 			add(f.name(), VerdictChanged, why)
 		case private:
 			if users == nil {

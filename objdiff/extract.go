@@ -172,6 +172,9 @@ func (x *extraction) retarget(sec *elfobj.Section, r elfobj.Reloc) elfobj.Reloc 
 			// level is current, never this module's copy, which is freed
 			// when a later level replaces this one.
 			nr.Sym = x.external(t.ent.twin.name(), t.ent.twin.sym.Bind == elf.STB_LOCAL, true, t.ent.sym.Type)
+			if u := d.patched.entityAt(sec, r.Offset); u != nil && !slices.Contains(d.addrOrig[t.ent], u.name()) {
+				d.addrOrig[t.ent] = append(d.addrOrig[t.ent], u.name())
+			}
 			break
 		}
 		if sym, ok := x.pieces[t.ent]; ok {

@@ -33,7 +33,7 @@ var engineCases = []engineCase{
 		[]string{"kernel/sys.c: patchable", "escalated  __do_sys_newuname", "replaces its callers: __ia32_sys_newuname, __x64_sys_newuname",
 			"changed    __x64_sys_newuname: calls __do_sys_newuname, which changed and has no ftrace entry"}},
 	{acceptanceCase{name: "lf_kd_addr_l1", patches: []string{"engine-addr-l1.patch"}, level: 1, changed: []string{"show_stat", "stat_open"}},
-		[]string{"fs/proc/stat.c: patchable", "changed    stat_open: code changed"}},
+		[]string{"fs/proc/stat.c: patchable", "changed    stat_open: code changed", "the address stat_open stores is the original's"}},
 	{acceptanceCase{name: "lf_kd_addr_l2", patches: []string{"engine-addr-l2.patch"}, level: 2, changed: []string{"show_stat", "stat_open"}},
 		[]string{"fs/proc/stat.c: patchable"}},
 }
