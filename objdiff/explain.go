@@ -11,13 +11,14 @@ import (
 
 // Verdicts of an Explanation.
 const (
-	VerdictChanged   = "changed"   // replaced through the live patch
-	VerdictEscalated = "escalated" // changed without an ftrace entry: private copy, callers replaced
-	VerdictNew       = "new"       // a new function the patch carries
-	VerdictNewData   = "new data"  // a new object the patch carries
-	VerdictCopied    = "copied"    // read-only data or a special static the patch carries its own copy of
-	VerdictLineOnly  = "line-only" // differs only in __LINE__ values: ignored
-	VerdictRefused   = "refused"   // cannot be live patched; Why says why and what to do
+	VerdictChanged     = "changed"      // replaced through the live patch
+	VerdictEscalated   = "escalated"    // changed without an ftrace entry: private copy, callers replaced
+	VerdictNew         = "new"          // a new function the patch carries
+	VerdictNewData     = "new data"     // a new object the patch carries
+	VerdictCopied      = "copied"       // read-only data or a special static the patch carries its own copy of
+	VerdictChangedData = "changed data" // changed read-only data of a refused result
+	VerdictLineOnly    = "line-only"    // differs only in __LINE__ values: ignored
+	VerdictRefused     = "refused"      // cannot be live patched; Why says why and what to do
 )
 
 // Explanation is the engine's decision about one symbol.
@@ -27,7 +28,7 @@ type Explanation struct {
 	Why     string `json:"why"`
 }
 
-var verdictOrder = []string{VerdictRefused, VerdictChanged, VerdictEscalated, VerdictNew, VerdictNewData, VerdictCopied, VerdictLineOnly}
+var verdictOrder = []string{VerdictRefused, VerdictChanged, VerdictEscalated, VerdictNew, VerdictNewData, VerdictChangedData, VerdictCopied, VerdictLineOnly}
 
 func (d *differ) explain(res *Result) []Explanation {
 	var out []Explanation
@@ -96,6 +97,12 @@ func (d *differ) explain(res *Result) []Explanation {
 		case isSpecialStatic(e):
 		case e.state == added && e.sym.Type != elf.STT_NOTYPE:
 			add(e.name(), VerdictNewData, "new object")
+		case d.rodataChanged[e] && res.Output == nil:
+			why := "changed read-only data"
+			if e.why != "" {
+				why = e.why
+			}
+			add(e.name(), VerdictChangedData, why+"; used by "+strings.Join(d.usersOf(e), ", "))
 		case d.rodataChanged[e]:
 			why := "changed read-only data: the patch carries a copy for the code it replaces"
 			if e.why != "" {
@@ -149,7 +156,7 @@ func WriteExplanation(w io.Writer, source string, res *Result) error {
 		return err
 	}
 	for _, e := range res.Explain {
-		if _, err := fmt.Fprintf(w, "  %-9s  %s: %s\n", e.Verdict, e.Symbol, e.Why); err != nil {
+		if _, err := fmt.Fprintf(w, "  %-12s  %s: %s\n", e.Verdict, e.Symbol, e.Why); err != nil {
 			return err
 		}
 	}

@@ -43,7 +43,7 @@ var engineCases = []engineCase{
 var engineRefused = []engineCase{
 	{acceptanceCase{name: "lf_kd_ops", patches: []string{"engine-ops.patch"},
 		refusal: []string{"proc_stat_init", "init code changed", "uses changed read-only stat_proc_ops"}},
-		[]string{"fs/proc/stat.c: refused", "refused    proc_stat_init:", "copied     stat_proc_ops"}},
+		[]string{"fs/proc/stat.c: refused", "refused    proc_stat_init:", "changed data stat_proc_ops: changed read-only data; used by proc_stat_init"}},
 }
 
 // buildExplained runs `livefix-build kernel --explain` for c into outDir.
@@ -92,9 +92,12 @@ func TestEngineClasses(t *testing.T) {
 	livefix, livefixBuild := buildTools(t, tmp)
 	outDir := filepath.Join(tmp, "patches")
 
+	// Compared with runs of spaces folded: the verdict column's width is
+	// the golden files' business.
+	fold := func(s string) string { return strings.Join(strings.Fields(s), " ") }
 	checkExplain := func(c engineCase, out string) {
 		for _, want := range c.explain {
-			if !strings.Contains(out, want) {
+			if !strings.Contains(fold(out), fold(want)) {
 				t.Errorf("%s: --explain output does not say %q", c.name, want)
 			}
 		}
