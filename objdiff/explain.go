@@ -39,6 +39,7 @@ func (d *differ) explain(res *Result) []Explanation {
 		add(r.Symbol, VerdictRefused, r.Reason)
 	}
 	var users *userIndex
+	dyndbg := d.patched.f.SectionByName(dyndbgSection) != nil
 	for _, f := range d.patched.funcs {
 		if refused[f.name()] {
 			continue
@@ -69,7 +70,7 @@ func (d *differ) explain(res *Result) []Explanation {
 		case lineOnly:
 			add(f.name(), VerdictLineOnly, f.why)
 		case unchanged:
-			if f.twin != nil && d.dyndbgLineMoved(f.twin, f) {
+			if dyndbg && f.twin != nil && d.dyndbgLineMoved(f.twin, f) {
 				add(f.name(), VerdictLineOnly, "only the lines recorded in its dynamic debug descriptors moved")
 			}
 		}
