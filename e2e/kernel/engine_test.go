@@ -153,8 +153,10 @@ func TestEngineClasses(t *testing.T) {
 		t.Logf("guest output:\n%s", res.Output)
 	}
 	checkGuestResults(t, res.Output, res.ExitCode, engineChecks)
-	if strings.Contains(res.Console, "BUG: ") || strings.Contains(res.Console, "Oops") {
-		t.Errorf("the guest kernel oopsed:\n%s", res.Console)
+	for _, oops := range []string{"BUG: unable to handle", "general protection fault", "Oops:"} {
+		if strings.Contains(res.Console, oops) {
+			t.Errorf("the guest kernel says %q:\n%s", oops, res.Console)
+		}
 	}
 	t.Logf("guest ran in %s", res.Duration.Round(time.Second))
 }
