@@ -25,12 +25,14 @@ type engineCase struct {
 var engineCases = []engineCase{
 	{acceptanceCase{name: "lf_kd_dyndbg", patches: []string{"engine-dyndbg.patch"}, changed: []string{"bm_register_write"}},
 		[]string{"fs/binfmt_misc.c: patchable", "copied     __UNIQUE_ID_ddebug", "dynamic debug descriptor used by included code"}},
-	{acceptanceCase{name: "lf_kd_export", patches: []string{"engine-export.patch"}, changed: []string{"simple_statfs"}},
-		[]string{"fs/libfs.c: patchable", "changed    simple_statfs: code changed"}},
-	{acceptanceCase{name: "lf_kd_once", patches: []string{"engine-once.patch"}, changed: []string{"__set_oom_adj.isra.0"}},
-		[]string{"fs/proc/base.c: patchable", "copied     __already_done.", "once-flag used by included code"}},
-	{acceptanceCase{name: "lf_kd_sys", patches: []string{"engine-sys.patch"}, changed: []string{"__ia32_sys_newuname", "__x64_sys_newuname"}},
-		[]string{"kernel/sys.c: patchable", "escalated  __do_sys_newuname", "replaces its callers: __ia32_sys_newuname, __x64_sys_newuname",
+	// Three vmlinux classes in one live patch (one build compiles the
+	// three files in parallel): an exported function, a once-flag and a
+	// SYSCALL_DEFINE body without an ftrace entry.
+	{acceptanceCase{name: "lf_kd_vmlinux", patches: []string{"engine-export.patch", "engine-once.patch", "engine-sys.patch"},
+		changed: []string{"__ia32_sys_newuname", "__set_oom_adj.isra.0", "__x64_sys_newuname", "simple_statfs"}},
+		[]string{"fs/libfs.c: patchable", "changed    simple_statfs: code changed",
+			"fs/proc/base.c: patchable", "copied     __already_done.", "once-flag used by included code",
+			"kernel/sys.c: patchable", "escalated  __do_sys_newuname", "replaces its callers: __ia32_sys_newuname, __x64_sys_newuname",
 			"changed    __x64_sys_newuname: calls __do_sys_newuname, which changed and has no ftrace entry"}},
 	{acceptanceCase{name: "lf_kd_addr_l1", patches: []string{"engine-addr-l1.patch"}, level: 1, changed: []string{"show_stat", "stat_open"}},
 		[]string{"fs/proc/stat.c: patchable", "changed    stat_open: code changed", "the address stat_open stores is the original's"}},
@@ -86,7 +88,9 @@ func buildExplained(ctx context.Context, t *testing.T, livefixBuild string, c en
 //   - changed read-only data reached only through an ops table: refused.
 func TestEngineClasses(t *testing.T) {
 	tgt := kerneltest.RequireVM(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
+	// Five builds of a few files each; on a loaded 2-core machine one
+	// build can take several minutes.
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
 	livefix, livefixBuild := buildTools(t, tmp)
@@ -203,50 +207,37 @@ t dd/unload unload $C
 t dd/gone gone $C
 t dd/control-gone eq "$(grep -c livefix.dd $CTL)" 0
 
-echo "== an exported function (simple_statfs), from vmlinux and from a module"
-C=lf_kd_export
+echo "== one patch: an exported function (simple_statfs, called from vmlinux and from a module),"
+echo "== a once-flag (pr_warn_once in __set_oom_adj), a SYSCALL_DEFINE body without ftrace entry (newuname)"
+C=lf_kd_vmlinux
 namelen() { stat -f -c %l "$1"; }
-t export/before-module eq "$(namelen /tmp/bm)" 255
-t export/before-vmlinux eq "$(namelen /sys/kernel/debug)" 255
-t export/load load $C
-t export/after-module eq "$(namelen /tmp/bm)" 252
-t export/after-vmlinux eq "$(namelen /sys/kernel/debug)" 252
-t export/disable disable $C
-t export/rollback eq "$(namelen /tmp/bm)" 255
-t export/unload unload $C
-t export/gone gone $C
-echo -1 > /tmp/bm/status
-umount /tmp/bm
-t export/rmmod rmmod binfmt_misc
-
-echo "== a once-flag (pr_warn_once in __set_oom_adj)"
-C=lf_kd_once
 ow() { echo 0 > /proc/self/oom_adj; }
 orig() { dmesg | grep 'oom_adj is deprecated' | grep -vc livefix.once; }
+t export/before-module eq "$(namelen /tmp/bm)" 255
+t export/before-vmlinux eq "$(namelen /sys/kernel/debug)" 255
 ow; ow
 t once/before eq "$(orig)" 1
 t once/before-patch eq "$(count livefix.once)" 0
-t once/load load $C
+t sys/before hasnt "$(uname -v)" livefix.sys
+t vmlinux/load load $C
+t export/after-module eq "$(namelen /tmp/bm)" 252
+t export/after-vmlinux eq "$(namelen /sys/kernel/debug)" 252
 ow; ow; ow
 t once/after eq "$(count livefix.once)" 1
 t once/after-orig eq "$(orig)" 1
-t once/disable disable $C
+t sys/after eq "$(uname -v)" livefix.sys
+t sys/release eq "$(uname -r)" "$(cat /proc/sys/kernel/osrelease)"
+t vmlinux/disable disable $C
+t export/rollback eq "$(namelen /tmp/bm)" 255
 ow
 t once/rollback eq "$(count livefix.once)" 1
 t once/rollback-orig eq "$(orig)" 1
-t once/unload unload $C
-t once/gone gone $C
-
-echo "== a SYSCALL_DEFINE body without ftrace entry (newuname)"
-C=lf_kd_sys
-t sys/before hasnt "$(uname -v)" livefix.sys
-t sys/load load $C
-t sys/after eq "$(uname -v)" livefix.sys
-t sys/release eq "$(uname -r)" "$(cat /proc/sys/kernel/osrelease)"
-t sys/disable disable $C
 t sys/rollback hasnt "$(uname -v)" livefix.sys
-t sys/unload unload $C
-t sys/gone gone $C
+t vmlinux/unload unload $C
+t vmlinux/gone gone $C
+echo -1 > /tmp/bm/status
+umount /tmp/bm
+t export/rmmod rmmod binfmt_misc
 
 echo "== an address-taken function across a level replace (show_stat)"
 C1=lf_kd_addr_l1; C2=lf_kd_addr_l2
@@ -270,11 +261,10 @@ t end/none-left eq "$(ls /sys/kernel/livepatch)" ""
 var engineChecks = []string{
 	"dd/insmod", "dd/mount", "dd/before", "dd/before-control", "dd/load", "dd/after", "dd/after-other", "dd/control",
 	"dd/enable", "dd/enabled", "dd/prints", "dd/originals", "dd/disable", "dd/rollback", "dd/unload", "dd/gone", "dd/control-gone",
-	"export/before-module", "export/before-vmlinux", "export/load", "export/after-module", "export/after-vmlinux",
-	"export/disable", "export/rollback", "export/unload", "export/gone", "export/rmmod",
-	"once/before", "once/before-patch", "once/load", "once/after", "once/after-orig", "once/disable", "once/rollback",
-	"once/rollback-orig", "once/unload", "once/gone",
-	"sys/before", "sys/load", "sys/after", "sys/release", "sys/disable", "sys/rollback", "sys/unload", "sys/gone",
+	"export/before-module", "export/before-vmlinux", "once/before", "once/before-patch", "sys/before", "vmlinux/load",
+	"export/after-module", "export/after-vmlinux", "once/after", "once/after-orig", "sys/after", "sys/release",
+	"vmlinux/disable", "export/rollback", "once/rollback", "once/rollback-orig", "sys/rollback", "vmlinux/unload", "vmlinux/gone",
+	"export/rmmod",
 	"addr/before", "addr/load-l1", "addr/l1", "addr/load-l2", "addr/l1-replaced", "addr/pending-read", "addr/l2",
 	"addr/disable", "addr/rollback", "addr/unload", "addr/gone",
 	"end/none-left",
