@@ -183,29 +183,9 @@ unload() { livefix kernel unload --timeout 120s $1; }
 count() { dmesg | grep -c "$1"; }
 CTL=/sys/kernel/debug/dynamic_debug/control
 
-echo "== dynamic debug: the patch's own descriptors (binfmt_misc)"
-C=lf_kd_dyndbg
 mkdir -p /tmp/bm
 t dd/insmod insmod /lib/modules/binfmt_misc.ko
 t dd/mount mount -t binfmt_misc none /tmp/bm
-reg() { echo ":$1:E::$1::/bin/true:" > /tmp/bm/register; }
-t dd/before reg lfbad1
-t dd/before-control eq "$(grep -c livefix.dd $CTL)" 0
-t dd/load load $C
-t dd/after not reg lfbad2
-t dd/after-other reg lfok2
-grep livefix.dd $CTL
-t dd/control has "$(grep livefix.dd $CTL)" "[$C]"
-t dd/enable sh -c "echo 'format livefix.dd +p' > $CTL"
-t dd/enabled has "$(grep livefix.dd $CTL)" "=p"
-reg lfok3
-t dd/prints has "$(dmesg | grep 'livefix.dd checking')" "livefix.dd checking"
-t dd/originals [ "$(grep -c '\[binfmt_misc\]' $CTL)" -ge 10 ]
-t dd/disable disable $C
-t dd/rollback reg lfbad3
-t dd/unload unload $C
-t dd/gone gone $C
-t dd/control-gone eq "$(grep -c livefix.dd $CTL)" 0
 
 echo "== one patch: an exported function (simple_statfs, called from vmlinux and from a module),"
 echo "== a once-flag (pr_warn_once in __set_oom_adj), a SYSCALL_DEFINE body without ftrace entry (newuname)"
@@ -235,10 +215,6 @@ t once/rollback-orig eq "$(orig)" 1
 t sys/rollback hasnt "$(uname -v)" livefix.sys
 t vmlinux/unload unload $C
 t vmlinux/gone gone $C
-echo -1 > /tmp/bm/status
-umount /tmp/bm
-t export/rmmod rmmod binfmt_misc
-
 echo "== an address-taken function across a level replace (show_stat)"
 C1=lf_kd_addr_l1; C2=lf_kd_addr_l2
 t addr/before hasnt "$(cat /proc/stat)" livefix.addr
@@ -254,6 +230,30 @@ t addr/disable disable $C2
 t addr/rollback hasnt "$(cat /proc/stat)" livefix.addr
 t addr/unload unload $C2
 t addr/gone gone $C2
+echo "== dynamic debug: the patch's own descriptors (binfmt_misc)"
+C=lf_kd_dyndbg
+reg() { echo ":$1:E::$1::/bin/true:" > /tmp/bm/register; }
+t dd/before reg lfbad1
+t dd/before-control eq "$(grep -c livefix.dd $CTL)" 0
+t dd/load load $C
+t dd/after not reg lfbad2
+t dd/after-other reg lfok2
+grep livefix.dd $CTL
+t dd/control has "$(grep livefix.dd $CTL)" "[$C]"
+t dd/enable sh -c "echo 'format livefix.dd +p' > $CTL"
+t dd/enabled has "$(grep livefix.dd $CTL)" "=p"
+reg lfok3
+t dd/prints has "$(dmesg | grep 'livefix.dd checking')" "livefix.dd checking"
+t dd/originals [ "$(grep -c '\[binfmt_misc\]' $CTL)" -ge 10 ]
+t dd/disable disable $C
+t dd/rollback reg lfbad3
+t dd/unload unload $C
+t dd/gone gone $C
+t dd/control-gone eq "$(grep -c livefix.dd $CTL)" 0
+
+echo -1 > /tmp/bm/status
+umount /tmp/bm
+t export/rmmod rmmod binfmt_misc
 t end/none-left eq "$(ls /sys/kernel/livepatch)" ""
 `
 
