@@ -178,8 +178,9 @@ func (x *extraction) retarget(sec *elfobj.Section, r elfobj.Reloc) elfobj.Reloc 
 			break
 		}
 		if sym, ok := x.pieces[t.ent]; ok {
+			// The symbol's value already places the entity in its output
+			// section (a descriptor's offset in the shared __dyndbg).
 			nr.Sym = sym
-			nr.Addend += int64(sym.Value)
 			break
 		}
 		if t.ent.twin == nil {

@@ -69,6 +69,8 @@ func TestDyndbgOwnDescriptors(t *testing.T) {
 				keys++
 				if r.Sym == nil || r.Sym.Section != dd {
 					t.Errorf("jump table key at %#x points at %v, not into the patch's __dyndbg", r.Offset, r.Sym)
+				} else if at := int64(r.Sym.Value) + r.Addend; at < 0 || at >= int64(dd.Len()) || at%56 != 41 {
+					t.Errorf("jump table key at %#x points at __dyndbg+%d, not at a descriptor's key (+40, branch bit 1)", r.Offset, at)
 				}
 			}
 		}
