@@ -41,6 +41,9 @@ type Request struct {
 	// CVEs and Summary are copied into the manifest.
 	CVEs    []string
 	Summary string
+	// Explain, when set, receives each touched file's diff result as soon
+	// as it is computed, refused or not (livefix-build kernel --explain).
+	Explain func(source string, res *objdiff.Result)
 }
 
 // FromPatches builds a live patch module from source patches: it prepares
@@ -126,7 +129,7 @@ func FromPatches(ctx context.Context, req Request) (*Manifest, error) {
 	emit(Step{Name: "build patched", Seconds: time.Since(w.origDone(t)).Seconds(), Detail: strings.Join(names, ", ")})
 
 	t = time.Now()
-	objects, err := diffPairs(ctx, tree.Dir, filepath.Dir(req.Target.Headers), pairs, req.ModuleObjects)
+	objects, err := diffPairsExplained(ctx, tree.Dir, filepath.Dir(req.Target.Headers), pairs, req.ModuleObjects, req.Explain)
 	if err != nil {
 		return nil, err
 	}
@@ -159,6 +162,12 @@ func FromPatches(ctx context.Context, req Request) (*Manifest, error) {
 // change are left out, and if no unit changed it fails with
 // objdiff.ErrNoFunctionalChange.
 func diffPairs(ctx context.Context, treeDir, modulesDir string, pairs []kbuild.ObjectPair, override map[string]string) ([]Object, error) {
+	return diffPairsExplained(ctx, treeDir, modulesDir, pairs, override, nil)
+}
+
+// diffPairsExplained is diffPairs that also hands each result to explain
+// (when not nil) before judging it.
+func diffPairsExplained(ctx context.Context, treeDir, modulesDir string, pairs []kbuild.ObjectPair, override map[string]string, explain func(string, *objdiff.Result)) ([]Object, error) {
 	var refusals []string
 	var firstRefused error
 	var objects []Object
@@ -178,6 +187,9 @@ func diffPairs(ctx context.Context, treeDir, modulesDir string, pairs []kbuild.O
 		res, err := objdiff.Diff(orig, patched, objdiff.Options{})
 		if err != nil {
 			return nil, fmt.Errorf("diff %s: %w", p.Source, err)
+		}
+		if explain != nil {
+			explain(p.Source, res)
 		}
 		switch err := res.Err(); {
 		case errors.Is(err, objdiff.ErrNoFunctionalChange):

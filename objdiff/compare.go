@@ -23,6 +23,9 @@ func (d *differ) refKey(o *object, t ref, loose bool) string {
 	case refNone:
 		return "none+" + off
 	case refEntity:
+		if isSpecialStatic(t.ent) {
+			return d.specialKey(t.ent) + "+" + off
+		}
 		if loose {
 			return "e:" + baseName(t.ent.name()) + "+" + off
 		}

@@ -10,7 +10,19 @@ import (
 // baseName strips the numbers that gcc appends to local symbols and
 // that change from one build to the next: foo.isra.3 -> foo.isra,
 // count.12 -> count, foo.constprop.0.isra.1 -> foo.constprop.isra.
+//
+// The kernel's __UNIQUE_ID(prefix) appends __COUNTER__ to the name itself
+// (__UNIQUE_ID_license367, __UNIQUE_ID_ddebug334.14): those digits are
+// build-dependent too.
 func baseName(name string) string {
+	if strings.HasPrefix(name, "__UNIQUE_ID_") {
+		head, rest, dotted := strings.Cut(name, ".")
+		head = strings.TrimRight(head, "0123456789")
+		if !dotted {
+			return head
+		}
+		name = head + "." + rest
+	}
 	if !strings.Contains(name, ".") {
 		return name
 	}
@@ -48,7 +60,16 @@ func (d *differ) correlate() {
 	for e, names := range d.ownerIndex(d.patched) {
 		owners[e] = names
 	}
-	d.pair(d.orig.data, d.patched.data, func(e *entity) string { return owners[e] })
+	plain := func(es []*entity) []*entity {
+		var out []*entity
+		for _, e := range es {
+			if !isSpecialStatic(e) {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	d.pair(plain(d.orig.data), plain(d.patched.data), func(e *entity) string { return owners[e] })
 }
 
 func link(a, b *entity) { a.twin, b.twin = b, a }
@@ -102,22 +123,47 @@ func (d *differ) pair(orig, patched []*entity, owner func(*entity) string) {
 			link(as[0], bs[0])
 			continue
 		}
+		// Content and order only pair statics whose users overlap: two
+		// zero-initialised counters of equal size look alike, and pairing
+		// a new function's counter with a removed one's would hand it the
+		// running value of another variable.
+		compat := func(a, b *entity) bool { return true }
 		if owner != nil {
-			matchBy(as, bs, owner)
+			matchBy(as, bs, owner, compat)
+			compat = func(a, b *entity) bool { return sharesOwner(owner(a), owner(b)) }
 		}
-		matchBy(as, bs, d.fingerprint)
+		matchBy(as, bs, d.fingerprint, compat)
 		as, bs = unpaired(as), unpaired(bs)
 		if len(as) == len(bs) {
 			for i := range as {
-				link(as[i], bs[i])
+				if compat(as[i], bs[i]) {
+					link(as[i], bs[i])
+				}
 			}
 		}
 	}
 }
 
+// sharesOwner reports whether two owner lists (sorted, comma-separated
+// function names in the original's terms) have a function in common, or
+// are both empty.
+func sharesOwner(a, b string) bool {
+	if a == "" || b == "" {
+		return a == b
+	}
+	for _, n := range strings.Split(a, ",") {
+		for _, m := range strings.Split(b, ",") {
+			if n == m {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // matchBy links unpaired entities whose key is equal and unique on both
 // sides. Each key is computed once.
-func matchBy(as, bs []*entity, key func(*entity) string) {
+func matchBy(as, bs []*entity, key func(*entity) string, compat func(a, b *entity) bool) {
 	keys := make(map[*entity]string)
 	count := func(es []*entity) map[string][]*entity {
 		m := make(map[string][]*entity)
@@ -135,7 +181,7 @@ func matchBy(as, bs []*entity, key func(*entity) string) {
 		if b.twin != nil {
 			continue
 		}
-		if x, y := am[keys[b]], bm[keys[b]]; len(x) == 1 && len(y) == 1 {
+		if x, y := am[keys[b]], bm[keys[b]]; len(x) == 1 && len(y) == 1 && compat(x[0], y[0]) {
 			link(x[0], y[0])
 		}
 	}

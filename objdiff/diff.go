@@ -18,6 +18,15 @@ const (
 	ReasonInitData = "init data changed"
 	ReasonNoFentry = "no fentry"
 	ReasonSection  = "unsupported section"
+	ReasonExport   = "export changed"
+	// ReasonUnreached: changed read-only data that no included function
+	// uses (it is reached only through tables the patch does not replace).
+	ReasonUnreached = "changed read-only data not reachable from patched code"
+	// ReasonAmbiguous: numbered statics that cannot be told apart.
+	ReasonAmbiguous = "ambiguous static"
+	// ReasonAddress: a changed function without an ftrace entry whose
+	// address the running kernel stores.
+	ReasonAddress = "address stored"
 )
 
 // ErrNoFunctionalChange is returned by Result.Err when the objects differ
@@ -45,9 +54,13 @@ type Refusal struct {
 // ChangeSet is the machine-readable summary of a diff. Names are symbol
 // names as they appear in the patched object.
 type ChangeSet struct {
-	Changed            []string  `json:"changed"`
-	New                []string  `json:"new"`
-	NewData            []string  `json:"new_data"`
+	Changed []string `json:"changed"`
+	New     []string `json:"new"`
+	NewData []string `json:"new_data"`
+	// Private lists changed functions that have no ftrace entry: the
+	// patch carries their new copy under its own name and replaces their
+	// callers instead (listed in Changed).
+	Private            []string  `json:"private,omitempty"`
 	Refused            []Refusal `json:"refused"`
 	NoFunctionalChange bool      `json:"no_functional_change"`
 }
@@ -90,6 +103,9 @@ type Result struct {
 	// Output holds the included parts; nil when something was refused or
 	// nothing changed.
 	Output *elfobj.File
+	// Explain says, symbol by symbol, what the engine decided and why
+	// (livefix-build kernel --explain).
+	Explain []Explanation
 }
 
 // Err returns nil when the result is a patchable change, a *RefusedError
@@ -129,6 +145,12 @@ type differ struct {
 	owned         map[*entity][]ownedEntry
 	refused       []Refusal
 	rodataChanged map[*entity]bool
+	ssKeys        map[*entity]string
+	// statics are the special statics included code uses (extract).
+	statics map[*entity]bool
+	// addrOrig names, per replaced function, the included parts whose
+	// stored address of it refers to the original (extract).
+	addrOrig map[*entity][]string
 }
 
 // Diff compares the original and patched objects of one translation unit.
@@ -138,6 +160,7 @@ func Diff(orig, patched *elfobj.File, opts Options) (*Result, error) {
 		orig: analyse(orig), patched: analyse(patched), opts: opts,
 		anonKeys: make(map[anonMemo]string), specs: make(map[*object][]*special),
 		owned: make(map[*entity][]ownedEntry), rodataChanged: make(map[*entity]bool),
+		ssKeys: make(map[*entity]string), statics: make(map[*entity]bool), addrOrig: make(map[*entity][]string),
 	}
 	d.indexSpecials(d.orig)
 	d.indexSpecials(d.patched)
@@ -146,6 +169,7 @@ func Diff(orig, patched *elfobj.File, opts Options) (*Result, error) {
 	d.compareData()
 	d.propagate()
 	d.checkSections()
+	d.checkExports()
 	res := d.result()
 	if len(res.Refused) == 0 && !res.NoFunctionalChange {
 		out, err := d.extract(res)
@@ -154,6 +178,7 @@ func Diff(orig, patched *elfobj.File, opts Options) (*Result, error) {
 		}
 		res.Output = out
 	}
+	res.Explain = d.explain(res)
 	return res, nil
 }
 
@@ -189,7 +214,7 @@ func (d *differ) compareFuncs() {
 		relocWhy := d.relocDiff(a, b)
 		switch {
 		case !bytesSame && relocWhy == "" && d.lineOnly(a, b):
-			b.state = lineOnly
+			b.state, b.why = lineOnly, "only the line argument of a __might_sleep-style call moved"
 		case !bytesSame:
 			b.state, b.why = changed, "code changed"
 		case relocWhy != "":
@@ -199,7 +224,7 @@ func (d *differ) compareFuncs() {
 			if differs, line, what := d.specialDiff(a, b); differs && !line {
 				b.state, b.why = changed, "its "+what+" entries changed"
 			} else if differs && b.state == unchanged {
-				b.state = lineOnly
+				b.state, b.why = lineOnly, "only the line fields of its "+what+" entries moved"
 			}
 		}
 	}
@@ -210,6 +235,9 @@ func (d *differ) compareData() {
 		a := b.twin
 		if a == nil {
 			b.state = added
+			continue
+		}
+		if isSpecialStatic(b) {
 			continue
 		}
 		writable := a.sec.Flags&elf.SHF_WRITE != 0 || b.sec.Flags&elf.SHF_WRITE != 0
@@ -230,42 +258,6 @@ func (d *differ) compareData() {
 			d.refuse(b.name(), ReasonDataInit+": global read-only object; code outside this file would keep reading the old copy")
 		default:
 			d.rodataChanged[b] = true
-		}
-	}
-}
-
-// propagate marks the functions that use a changed read-only object, and
-// the parents of changed fragments, as changed, and applies the
-// function-level refusals.
-func (d *differ) propagate() {
-	for _, f := range d.patched.funcs {
-		if f.state == changed || f.state == added {
-			continue
-		}
-		for _, r := range f.relocs {
-			if t := d.patched.resolve(f.sec, r); t.kind == refEntity && d.rodataChanged[t.ent] {
-				f.state, f.why = changed, "uses changed read-only "+t.ent.name()
-				break
-			}
-		}
-	}
-	for _, f := range d.patched.funcs {
-		if isFragment(f) && f.state == changed {
-			if p := d.parentOf(f); p != nil && p.state != added {
-				if p.state != changed {
-					p.state, p.why = changed, "its split-off part "+f.name()+" changed"
-				}
-			}
-		}
-	}
-	for _, f := range d.patched.funcs {
-		switch {
-		case f.state == changed && isInit(f.sec):
-			d.refuse(f.name(), ReasonInitCode+": __init code has already run and been freed; a live patch cannot change it")
-		case f.state == added && isInit(f.sec):
-			d.refuse(f.name(), ReasonInitCode+": a new __init function would never run in a live patch")
-		case f.state == changed && !isFragment(f) && d.needFentry() && !hasFentry(f.twin):
-			d.refuse(f.name(), ReasonNoFentry+": the original has no __fentry__ call (notrace or noinstr code), so ftrace cannot redirect it")
 		}
 	}
 }
@@ -313,7 +305,11 @@ func (d *differ) checkSections() {
 	}
 	uo, up := used(d.orig), used(d.patched)
 	consider := func(o *object, s *elfobj.Section, used map[*elfobj.Section]bool) bool {
-		return !ignoredSection(s) && len(o.entities[s]) == 0 && tableFor(s.Name) == nil &&
+		// A mergeable string section that no relocation uses holds
+		// nothing anyone reads (gcc leaves literals behind that it
+		// turned into immediates).
+		unusedStrings := s.Flags&elf.SHF_MERGE != 0 && s.Flags&elf.SHF_STRINGS != 0 && !used[s]
+		return !ignoredSection(s) && len(o.entities[s]) == 0 && tableFor(s.Name) == nil && !exportSection(s.Name) && !unusedStrings &&
 			!parallelOf(s.Name) && !used[s] && s.Len() > 0
 	}
 	seen := make(map[string]bool)
@@ -344,7 +340,7 @@ func (d *differ) checkSections() {
 		}
 		for _, r := range d.patched.relocs[sb] {
 			t := d.patched.resolve(sb, r)
-			if t.kind == refEntity && t.ent.isFunc && (t.ent.state == changed || t.ent.state == added) {
+			if t.kind == refEntity && t.ent.isFunc && (t.ent.state == changed || t.ent.state == added || t.ent.state == private) {
 				d.refuse(t.ent.name(), ReasonSection+" "+sb.Name+": it holds an entry for this function that a live patch would lose")
 				break
 			}
@@ -355,7 +351,7 @@ func (d *differ) checkSections() {
 	for _, sp := range d.specs[d.patched] {
 		if sp.err != nil {
 			for _, f := range d.patched.funcs {
-				if f.state == changed || f.state == added {
+				if f.state == changed || f.state == added || f.state == private {
 					d.refuse(sp.sec.Name, ReasonSection+": "+sp.err.Error())
 					break
 				}
@@ -383,22 +379,25 @@ func (d *differ) result() *Result {
 			}
 		case added:
 			res.New = append(res.New, f.name())
+		case private:
+			res.Private = append(res.Private, f.name())
 		}
 	}
 	for _, e := range d.patched.data {
-		if e.state == added && !refusedSym[e.name()] {
+		if e.state == added && !refusedSym[e.name()] && !isSpecialStatic(e) {
 			res.NewData = append(res.NewData, e.name())
 		}
 	}
 	slices.Sort(res.Changed)
 	slices.Sort(res.New)
 	slices.Sort(res.NewData)
+	slices.Sort(res.Private)
 	slices.SortFunc(res.Funcs, func(a, b Func) int { return strings.Compare(a.Name, b.Name) })
 	res.Refused = slices.Clone(d.refused)
 	if res.Refused == nil {
 		res.Refused = []Refusal{}
 	}
 	slices.SortFunc(res.Refused, func(a, b Refusal) int { return strings.Compare(a.Symbol, b.Symbol) })
-	res.NoFunctionalChange = len(res.Changed) == 0 && len(res.New) == 0 && len(res.NewData) == 0 && len(res.Refused) == 0
+	res.NoFunctionalChange = len(res.Changed) == 0 && len(res.New) == 0 && len(res.NewData) == 0 && len(res.Private) == 0 && len(res.Refused) == 0
 	return res
 }

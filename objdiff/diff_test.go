@@ -84,6 +84,24 @@ func golden(t *testing.T, path string, res *Result) expectation {
 	return want
 }
 
+// goldenText compares got with the file at path, first rewriting the
+// file when -update is given.
+func goldenText(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs:\n--- got\n%s--- want\n%s", path, got, want)
+	}
+}
+
 func exitCode(res *Result) int {
 	switch {
 	case len(res.Refused) > 0:
@@ -107,8 +125,13 @@ func TestCorpus(t *testing.T) {
 		n++
 		t.Run(filepath.Base(dir), func(t *testing.T) {
 			orig, patched := compileCase(t, dir)
-			res, a, _ := diffFiles(t, orig, patched)
+			res, a, b := diffFiles(t, orig, patched)
 			want := golden(t, filepath.Join(dir, "expect.json"), res)
+			var explained bytes.Buffer
+			if err := WriteExplanation(&explained, filepath.Base(dir), res); err != nil {
+				t.Fatal(err)
+			}
+			goldenText(t, filepath.Join(dir, "explain.txt"), explained.Bytes())
 			got := res.ChangeSet
 			check := func(what string, g, w []string) {
 				if !slices.Equal(g, w) {
@@ -135,7 +158,7 @@ func TestCorpus(t *testing.T) {
 				}
 			}
 			if exitCode(res) == 0 {
-				checkOutput(t, res, a)
+				checkOutput(t, res, a, b)
 			} else if res.Output != nil {
 				t.Errorf("an output object was produced although the result is not patchable")
 			}
@@ -149,8 +172,9 @@ func TestCorpus(t *testing.T) {
 // checkOutput verifies the extracted object: it writes and reads back,
 // defines every changed and new function and every new object, and leaves
 // undefined only names the original object knows (defined there or
-// itself undefined there).
-func checkOutput(t *testing.T, res *Result, orig *elfobj.File) {
+// itself undefined there) or that the patched object leaves undefined (a
+// new call into the rest of the kernel).
+func checkOutput(t *testing.T, res *Result, orig, patched *elfobj.File) {
 	t.Helper()
 	data, err := res.Output.Write()
 	if err != nil {
@@ -184,6 +208,11 @@ func checkOutput(t *testing.T, res *Result, orig *elfobj.File) {
 	known := make(map[string]bool)
 	for _, s := range orig.Symbols {
 		known[s.Name] = true
+	}
+	for _, s := range patched.Symbols {
+		if s.Section == nil {
+			known[s.Name] = true
+		}
 	}
 	for _, s := range out.Symbols {
 		if s.Section == nil && s.Name != "" && !known[s.Name] {

@@ -27,14 +27,17 @@ func (d *differ) included(e *entity) bool {
 	if e.obj != d.patched {
 		return false
 	}
+	if isSpecialStatic(e) {
+		return d.statics[e]
+	}
 	switch {
 	case e.state == changed && !e.isFunc:
 		return d.rodataChanged[e]
-	case e.state == changed, e.state == added:
+	case e.state == changed, e.state == added, e.state == private:
 		return true
 	case isFragment(e):
 		p := d.parentOf(e)
-		return p != nil && (p.state == changed || p.state == added)
+		return p != nil && (p.state == changed || p.state == added || p.state == private)
 	}
 	return false
 }
@@ -52,42 +55,74 @@ func (d *differ) extract(res *Result) (*elfobj.File, error) {
 	var inc []*entity
 	for _, es := range [][]*entity{d.patched.funcs, d.patched.data} {
 		for _, e := range es {
-			if d.included(e) {
+			if !isSpecialStatic(e) && d.included(e) {
 				inc = append(inc, e)
 			}
 		}
 	}
+	inc = append(inc, d.neededStatics(inc)...)
 	// Sections and symbols first, so that references between included
-	// parts resolve to each other whatever their order.
+	// parts resolve to each other whatever their order. Dynamic debug
+	// descriptors share one __dyndbg section, the array the kernel reads
+	// when it loads the patch module; every other part gets a section of
+	// its own.
 	type piece struct {
-		e   *entity
-		sec *elfobj.Section
+		e    *entity
+		sec  *elfobj.Section
+		base uint64 // the entity's offset in sec
 	}
 	var ps []piece
+	var dyndbg *elfobj.Section
 	for _, e := range inc {
-		name := e.sec.Name
-		if !e.wholeSection() {
-			name = e.sec.Name + "." + e.name()
-		}
-		s := &elfobj.Section{Name: name, Type: e.sec.Type, Flags: e.sec.Flags &^ elf.SHF_GROUP, Align: e.sec.Align, EntSize: e.sec.EntSize}
-		if e.sec.Type == elf.SHT_NOBITS {
-			s.Size = e.size()
+		var s *elfobj.Section
+		base := uint64(0)
+		if isDyndbg(e) {
+			if dyndbg == nil {
+				// The kernel walks the section as an array of struct
+				// _ddebug (8-byte aligned): no padding between entries.
+				dyndbg = &elfobj.Section{Name: dyndbgSection, Type: e.sec.Type, Flags: e.sec.Flags &^ elf.SHF_GROUP, Align: 8, Data: []byte{}}
+				x.addSection(dyndbg)
+			}
+			s = dyndbg
+			if r := uint64(len(s.Data)) % 8; r != 0 {
+				s.Data = append(s.Data, make([]byte, 8-r)...)
+			}
+			base = uint64(len(s.Data))
+			s.Data = append(s.Data, e.content()...)
 		} else {
-			s.Data = slices.Clone(e.content())
+			name := e.sec.Name
+			if !e.wholeSection() {
+				name = e.sec.Name + "." + e.name()
+			}
+			s = &elfobj.Section{Name: name, Type: e.sec.Type, Flags: e.sec.Flags &^ elf.SHF_GROUP, Align: e.sec.Align, EntSize: e.sec.EntSize}
+			if e.sec.Type == elf.SHT_NOBITS {
+				s.Size = e.size()
+			} else {
+				s.Data = slices.Clone(e.content())
+			}
+			x.addSection(s)
 		}
-		x.addSection(s)
-		sym := &elfobj.Symbol{Name: e.name(), Bind: e.sym.Bind, Type: e.sym.Type, Other: e.sym.Other, Section: s, Value: e.sym.Value - e.start, Size: e.sym.Size}
+		sym := &elfobj.Symbol{Name: e.name(), Bind: e.sym.Bind, Type: e.sym.Type, Other: e.sym.Other, Section: s, Value: base + e.sym.Value - e.start, Size: e.sym.Size}
 		x.out.Symbols = append(x.out.Symbols, sym)
 		x.pieces[e] = sym
-		ps = append(ps, piece{e, s})
+		ps = append(ps, piece{e, s, base})
 	}
+	relas := make(map[*elfobj.Section]*elfobj.Section)
+	var relaOrder []*elfobj.Section
 	for _, p := range ps {
-		rs := &elfobj.Section{Name: ".rela" + p.sec.Name, Type: elf.SHT_RELA, Flags: elf.SHF_INFO_LINK, Align: 8, Target: p.sec}
+		rs := relas[p.sec]
+		if rs == nil {
+			rs = &elfobj.Section{Name: ".rela" + p.sec.Name, Type: elf.SHT_RELA, Flags: elf.SHF_INFO_LINK, Align: 8, Target: p.sec}
+			relas[p.sec] = rs
+			relaOrder = append(relaOrder, rs)
+		}
 		for _, r := range p.e.relocs {
 			nr := x.retarget(p.e.sec, r)
-			nr.Offset = r.Offset - p.e.start
+			nr.Offset = p.base + r.Offset - p.e.start
 			rs.Relocs = append(rs.Relocs, nr)
 		}
+	}
+	for _, rs := range relaOrder {
 		if len(rs.Relocs) > 0 {
 			x.out.Sections = append(x.out.Sections, rs)
 		}
@@ -130,9 +165,22 @@ func (x *extraction) retarget(sec *elfobj.Section, r elfobj.Reloc) elfobj.Reloc 
 	case refNone:
 	case refEntity:
 		nr.Addend = symVal + r.Addend - int64(t.ent.start)
+		if t.off == 0 && d.redirected(t.ent) && tableFor(sec.Name) == nil && !d.patched.isBranch(sec, r) {
+			// The address of a replaced function, stored by the new
+			// code (a work item, a timer, an ops table): it must be the
+			// original's, which the live patch redirects to whichever
+			// level is current, never this module's copy, which is freed
+			// when a later level replaces this one.
+			nr.Sym = x.external(t.ent.twin.name(), t.ent.twin.sym.Bind == elf.STB_LOCAL, true, t.ent.sym.Type)
+			if u := d.patched.entityAt(sec, r.Offset); u != nil && !slices.Contains(d.addrOrig[t.ent], u.name()) {
+				d.addrOrig[t.ent] = append(d.addrOrig[t.ent], u.name())
+			}
+			break
+		}
 		if sym, ok := x.pieces[t.ent]; ok {
+			// The symbol's value already places the entity in its output
+			// section (a descriptor's offset in the shared __dyndbg).
 			nr.Sym = sym
-			nr.Addend += int64(sym.Value)
 			break
 		}
 		if t.ent.twin == nil {
@@ -253,11 +301,12 @@ func (x *extraction) fail(err error) {
 // external reference (a renumbered clone can take the running name of
 // another), so that both stay distinct.
 func (x *extraction) avoidClashes(res *Result) error {
+	d := x.d
 	for e, sym := range x.pieces {
 		if _, clash := x.ext[sym.Name]; !clash {
 			continue
 		}
-		if sym.Bind != elf.STB_LOCAL {
+		if sym.Bind != elf.STB_LOCAL && !d.redirected(e) {
 			return fmt.Errorf("included symbol %s has the name of an unchanged symbol it refers to", sym.Name)
 		}
 		old := sym.Name
@@ -269,4 +318,43 @@ func (x *extraction) avoidClashes(res *Result) error {
 		}
 	}
 	return nil
+}
+
+// neededStatics returns the special statics (and dynamic debug
+// descriptors) that the included entities and their special section
+// entries refer to, in object order, and records them in d.statics.
+func (d *differ) neededStatics(inc []*entity) []*entity {
+	var work []*entity
+	mark := func(sec *elfobj.Section, rs []elfobj.Reloc) {
+		for _, r := range rs {
+			if t := d.patched.resolve(sec, r); t.kind == refEntity && isSpecialStatic(t.ent) && !d.statics[t.ent] {
+				d.statics[t.ent] = true
+				work = append(work, t.ent)
+			}
+		}
+	}
+	for _, e := range inc {
+		mark(e.sec, e.relocs)
+		for _, oe := range d.owned[e] {
+			mark(oe.sp.sec, oe.e.relocs)
+		}
+	}
+	for len(work) > 0 {
+		e := work[0]
+		work = work[1:]
+		mark(e.sec, e.relocs)
+	}
+	var out []*entity
+	for _, e := range d.patched.data {
+		if d.statics[e] {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// redirected reports a function the live patch redirects: a changed
+// function of the patched object with a twin in the original.
+func (d *differ) redirected(e *entity) bool {
+	return e.obj == d.patched && e.isFunc && e.state == changed && !isFragment(e) && e.twin != nil
 }

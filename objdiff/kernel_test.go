@@ -1,6 +1,7 @@
 package objdiff
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -48,6 +49,10 @@ func buildKernelPair(t testing.TB, patch string) kbuild.ObjectPair {
 		}
 		kernelPairs = make(map[string]kbuild.ObjectPair)
 		for _, p := range patches {
+			if pair, ok := prebuiltPair(p); ok {
+				kernelPairs[filepath.Base(p)] = pair
+				continue
+			}
 			abs, _ := filepath.Abs(p)
 			pairs, err := tree.BuildPair(ctx, []string{abs}, filepath.Join(dir, filepath.Base(p)), logWriter{t})
 			if err != nil {
@@ -71,6 +76,38 @@ func buildKernelPair(t testing.TB, patch string) kbuild.ObjectPair {
 	return pair
 }
 
+// PairsEnv names a directory of object pairs built earlier, laid out as
+// these tests and kbuild.BuildPair write them (DIR/PATCH/orig/FILE.o and
+// DIR/PATCH/patched/FILE.o); a patch whose pair is there is not compiled
+// again. Kernel objects take minutes to build on a loaded machine, and the
+// tree and compiler are the same from one run to the next.
+const PairsEnv = "LIVEFIX_OBJDIFF_KERNEL_PAIRS"
+
+func prebuiltPair(patch string) (kbuild.ObjectPair, bool) {
+	dir := os.Getenv(PairsEnv)
+	if dir == "" {
+		return kbuild.ObjectPair{}, false
+	}
+	data, err := os.ReadFile(patch)
+	if err != nil {
+		return kbuild.ObjectPair{}, false
+	}
+	files, err := kbuild.TouchedFiles(data)
+	if err != nil || len(files) != 1 {
+		return kbuild.ObjectPair{}, false
+	}
+	obj := strings.TrimSuffix(files[0], ".c") + ".o"
+	pair := kbuild.ObjectPair{Source: files[0],
+		Orig:    filepath.Join(dir, filepath.Base(patch), "orig", obj),
+		Patched: filepath.Join(dir, filepath.Base(patch), "patched", obj)}
+	for _, f := range []string{pair.Orig, pair.Patched} {
+		if _, err := os.Stat(f); err != nil {
+			return kbuild.ObjectPair{}, false
+		}
+	}
+	return pair, true
+}
+
 // TestKernelObjects diffs objects of the Debian kernel built before and
 // after small patches, and checks the change sets against golden files.
 func TestKernelObjects(t *testing.T) {
@@ -82,8 +119,13 @@ func TestKernelObjects(t *testing.T) {
 		name := filepath.Base(p)
 		t.Run(strings.TrimSuffix(name, ".patch"), func(t *testing.T) {
 			pair := buildKernelPair(t, name)
-			res, orig, _ := diffFiles(t, pair.Orig, pair.Patched)
+			res, orig, patched := diffFiles(t, pair.Orig, pair.Patched)
 			want := golden(t, strings.TrimSuffix(p, ".patch")+".json", res)
+			var explained bytes.Buffer
+			if err := WriteExplanation(&explained, pair.Source, res); err != nil {
+				t.Fatal(err)
+			}
+			goldenText(t, strings.TrimSuffix(p, ".patch")+".explain.txt", explained.Bytes())
 			got := res.ChangeSet
 			if !slices.Equal(got.Changed, want.Changed) || !slices.Equal(got.New, want.New) ||
 				!slices.Equal(got.NewData, want.NewData) || got.NoFunctionalChange != want.NoFunctionalChange ||
@@ -94,7 +136,7 @@ func TestKernelObjects(t *testing.T) {
 				t.Logf("%s: %s", f.Name, f.Reason)
 			}
 			if res.Output != nil {
-				checkOutput(t, res, orig)
+				checkOutput(t, res, orig, patched)
 				checkKernelOutput(t, res)
 			}
 		})

@@ -78,6 +78,9 @@ const (
 	changed
 	lineOnly
 	added
+	// private: changed, without an ftrace entry; included under its own
+	// name and reached through its (changed) callers.
+	private
 )
 
 // object is one analysed relocatable object.
@@ -338,6 +341,12 @@ func (o *object) resolve(sec *elfobj.Section, r elfobj.Reloc) ref {
 	if at >= 0 {
 		if e := o.entityAt(tsec, uint64(at)); e != nil {
 			return ref{kind: refEntity, ent: e, sec: tsec, off: at - int64(e.start)}
+		}
+		// One past the end of an array (a loop bound).
+		for _, e := range o.entities[tsec] {
+			if e.end == uint64(at) && e.end > e.start {
+				return ref{kind: refEntity, ent: e, sec: tsec, off: at - int64(e.start)}
+			}
 		}
 	}
 	// A global label is a name other objects can use; a local one

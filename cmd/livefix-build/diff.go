@@ -13,12 +13,13 @@ import (
 	"github.com/livefix/livefix/objdiff"
 )
 
-const diffUsage = `usage: livefix-build diff ORIG.o PATCHED.o [--json] [-o OUT.o] [-v]
+const diffUsage = `usage: livefix-build diff ORIG.o PATCHED.o [--json] [-o OUT.o] [-v] [--explain]
 
 Compares one translation unit compiled before (ORIG.o) and after
 (PATCHED.o) a source patch, both with -ffunction-sections -fdata-sections,
 and reports the functions that changed, what is new, and what cannot be
-live patched. With -o, writes the parts a live patch must carry.
+live patched. With -o, writes the parts a live patch must carry. With
+--explain, says per symbol what was decided and why.
 
 exit status: 0 patchable changes, 3 something refused, 4 no functional
 change, 2 bad input.`
@@ -28,6 +29,7 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the change set as one JSON object")
 	out := fs.String("o", "", "write the included parts to this relocatable object")
 	verbose := fs.Bool("v", false, "say why each function counts as changed")
+	explain := fs.Bool("explain", false, "print every decision per symbol: changed, escalated, new, copied, line-only, refused")
 	pos, err := cli.Parse(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
@@ -57,6 +59,11 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		if err := enc.Encode(res.ChangeSet); err != nil {
+			fmt.Fprintf(stderr, "livefix-build diff: %v\n", err)
+			return exitFailure
+		}
+	} else if *explain {
+		if err := objdiff.WriteExplanation(stdout, pos[1], res); err != nil {
 			fmt.Fprintf(stderr, "livefix-build diff: %v\n", err)
 			return exitFailure
 		}

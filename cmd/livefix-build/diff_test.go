@@ -102,3 +102,31 @@ func TestDiffCommand(t *testing.T) {
 		})
 	}
 }
+
+// TestDiffExplain checks the exact --explain text for a patchable and a
+// refused pair.
+func TestDiffExplain(t *testing.T) {
+	dir := t.TempDir()
+	base := compileC(t, dir, "base", "int limits[4] = {1,2,3,4};\nint get(int i) { return limits[i & 3] + 1; }\nint put(int i) { return i; }\n")
+	changed := compileC(t, dir, "changed", "int limits[4] = {1,2,3,4};\nint get(int i) { return limits[i & 3] + 2; }\nint put(int i) { return i; }\nint fresh(int i) { return i * 3; }\n")
+	refused := compileC(t, dir, "refused", "int limits[5] = {1,2,3,4,5};\nint get(int i) { return limits[i & 3] + 1; }\nint put(int i) { return i; }\n")
+	for _, tt := range []struct {
+		patched string
+		exit    int
+		want    string
+	}{
+		{changed, 0, "PATCHED: patchable\n" +
+			"  changed       get: code changed\n" +
+			"  new           fresh: new function\n"},
+		{refused, 3, "PATCHED: refused\n" +
+			"  refused       limits: data size changed: 20 bytes instead of 16; the running object cannot grow in place (use shadow variables for new per-object state)\n"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if got := runDiff([]string{base, tt.patched, "--explain"}, &stdout, &stderr); got != tt.exit {
+			t.Fatalf("exit %d, want %d\n%s%s", got, tt.exit, &stdout, &stderr)
+		}
+		if got := strings.ReplaceAll(stdout.String(), tt.patched, "PATCHED"); got != tt.want {
+			t.Errorf("--explain printed:\n%s\nwant:\n%s", got, tt.want)
+		}
+	}
+}

@@ -24,13 +24,20 @@ import (
 const kernelUsage = `usage: livefix-build kernel --patch FILE [--patch FILE...] --name NAME
        [--kernel RELEASE] [--source TARBALL|DIR] [--config FILE] [--vmlinux FILE] [--level N]
        [--module-object MODNAME=path/in/tree.c ...] [-o DIR] [--keep-tmp] [-v] [--json]
-       [--cve CVE-YYYY-NNNN ...] [--summary TEXT]
+       [--cve CVE-YYYY-NNNN ...] [--summary TEXT] [--explain]
 
 Builds a kernel livepatch module from source patches (unified diffs that
 apply with patch -p1 to the kernel source): prepares the kernel tree once
 (cached), compiles only the touched .c files before and after, diffs them,
 generates and links the module, and writes DIR/NAME.ko and DIR/NAME.json.
 Defaults target the newest installed Debian kernel.
+
+--explain prints, for each touched file, what the diff engine decided per
+symbol: changed (and why: code bytes, a relocation target, a string),
+escalated to its callers (no ftrace entry), new, copied (special statics,
+dynamic debug descriptors, changed read-only data), ignored as line-only,
+and each refusal with the symbol and the way out. It is printed even when
+the build is refused.
 
 exit status: 0 built, 1 failure, 2 bad input, 3 a change cannot be live
 patched, 4 the patches change no function.`
@@ -60,6 +67,7 @@ func runKernel(args []string, stdout, stderr io.Writer) int {
 	keep := fs.Bool("keep-tmp", false, "keep the work directory (objects, generated module) and print its path")
 	verbose := fs.Bool("v", false, "show kbuild's commands and output")
 	asJSON := fs.Bool("json", false, "print the manifest as JSON on stdout")
+	explain := fs.Bool("explain", false, "say, per touched file and symbol, what changed and why, what was escalated, ignored or refused")
 	pos, err := cli.Parse(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
@@ -147,9 +155,18 @@ func runKernel(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	start := time.Now()
 	steps := 0
+	var explainer func(string, *objdiff.Result)
+	if *explain {
+		explainer = func(source string, res *objdiff.Result) {
+			if err := objdiff.WriteExplanation(progress, source, res); err != nil {
+				fmt.Fprintf(stderr, "livefix-build kernel: %v\n", err)
+			}
+		}
+	}
 	m, err := klp.FromPatches(ctx, klp.Request{
 		Name: *name, Level: *level, Target: tgt, Patches: patches, ModuleObjects: override,
 		OutDir: *outDir, WorkDir: work, Log: log, CVEs: cves, Summary: *summary,
+		Explain: explainer,
 		OnStep: func(s klp.Step) {
 			steps++
 			detail := ""
