@@ -110,16 +110,23 @@ cp $P/lf_host_l1.json /tmp/trunc/
 head -c $(( $(wc -c < $P/lf_host_l1.ko) / 2 )) $P/lf_host_l1.ko > /tmp/trunc/lf_host_l1.ko
 refuse a5_truncated 1 "(is it a kernel module?); nothing was loaded" livefix kernel load --downgrade /tmp/trunc/lf_host_l1.ko
 
-# The lock: a second livefix gives up after --lock-timeout and names the holder.
-livefix kernel unload --all > /tmp/holder 2>&1 &
+# The lock: a second livefix gives up after --lock-timeout and names the
+# holder. The holder takes the lock through hoststate (livefix's own lock
+# code) and keeps it until told, so the check does not race a command's
+# duration; kernel and state must be untouched.
+S1="$(statesum)"
+lockholder $S /tmp/held /tmp/release &
 H=$!
-i=0; while [ "$(cat $S/lock 2>/dev/null)" != "$H" ] && [ $i -lt 1000 ]; do usleep 5000; i=$((i+1)); done
+i=0; while [ ! -e /tmp/held ] && [ $i -lt 2000 ]; do usleep 5000; i=$((i+1)); done
 livefix kernel load $P/lf_host_l1.ko --lock-timeout 300ms > /tmp/r 2>&1; rc=$?
 cat /tmp/r
 expect a5_lock_rc $rc 1
 has a5_lock_says "$(cat /tmp/r)" "another livefix (pid $H) holds the lock $S/lock; gave up after waiting "
 expect a5_lock_one_line "$(grep -c . /tmp/r)" 1
-wait $H; expect a1_unload_all_rc $? 0; cat /tmp/holder
+expect a5_lock_kernel $(lvl) 2
+expect a5_lock_state "$(statesum)" "$S1"
+touch /tmp/release; wait $H
+livefix kernel unload --all > /tmp/holder 2>&1; expect a1_unload_all_rc $? 0; cat /tmp/holder
 expect a1_unload_all_behaviour "$(cat /proc/cmdline)" "$C0"
 expect a1_unload_all_modules "$(ls /sys/kernel/livepatch)" ""
 expect a1_unload_all_recorded $(reclevel) 0
@@ -138,7 +145,7 @@ var checksA = []string{
 	"a1_load_l2_rc", "a1_l2_replaced", "a1_l2_behaviour", "a1_l1_module_gone", "a1_l2_recorded",
 	"a1_status_rc", "a1_status_line", "a1_uname_r", "a1_uname_a",
 	"a1_info_cves", "a1_info_summary", "a1_info_functions", "a1_info_json", "a1_prometheus",
-	"a5_lock_rc", "a5_lock_says", "a5_lock_one_line",
+	"a5_lock_rc", "a5_lock_says", "a5_lock_one_line", "a5_lock_kernel", "a5_lock_state",
 	"a1_unload_all_rc", "a1_unload_all_behaviour", "a1_unload_all_modules", "a1_unload_all_recorded", "a1_unload_all_status_rc",
 	"a2_reload_l1_rc", "a2_reload_l2_rc", "a2_before_cut",
 }
@@ -395,6 +402,19 @@ func buildTools(t testing.TB, dir string) (string, string) {
 	return filepath.Join(dir, "livefix"), filepath.Join(dir, "livefix-build")
 }
 
+// buildLockHolder builds testdata/lockholder, the guest's deterministic
+// holder of the state lock.
+func buildLockHolder(t testing.TB, dir string) string {
+	t.Helper()
+	out := filepath.Join(dir, "lockholder")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./testdata/lockholder")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build lockholder: %v\n%s", err, b)
+	}
+	return out
+}
+
 // buildLevels builds levels 1 and 2 with livefix-build kernel. With
 // LIVEFIX_HOST_PATCHES=DIR (for iterating on the tests) it copies the
 // lf_host_l1/lf_host_l2 .ko and .json built earlier by this function
@@ -488,7 +508,7 @@ func TestHostAcceptance(t *testing.T) {
 	livefix, livefixBuild := buildTools(t, tmp)
 	outDir := filepath.Join(tmp, "p")
 	buildLevels(t, livefixBuild, outDir)
-	e := &env{tgt: tgt, disk: newDisk(t, tmp), files: map[string]string{"/bin/livefix": livefix}}
+	e := &env{tgt: tgt, disk: newDisk(t, tmp), files: map[string]string{"/bin/livefix": livefix, "/bin/lockholder": buildLockHolder(t, tmp)}}
 	for _, n := range []string{"lf_host_l1", "lf_host_l2"} {
 		for _, ext := range []string{".ko", ".json"} {
 			e.files["/root/p/"+n+ext] = filepath.Join(outDir, n+ext)
