@@ -101,6 +101,11 @@ func copyright(ctx context.Context, binary string) ([]byte, error) {
 			return nil, fmt.Errorf("license of %s %s: %w", d.path, d.version, err)
 		}
 		id := strings.NewReplacer(" ", "-", "/", "-").Replace(strings.TrimPrefix(d.path, "the "))
+		if short, ok := commonLicense(text); ok {
+			// Debian policy 12.5: a license in /usr/share/common-licenses
+			// is referred to, not copied (lintian refuses the full text).
+			id, text = short.id, short.text
+		}
 		fmt.Fprintf(&b, "\nFiles: %s\nCopyright: the authors of %s (see the license text)\n", d.files, d.path)
 		fmt.Fprintf(&b, "Comment: %s %s, statically linked\n", d.path, d.version)
 		fmt.Fprintf(&b, "License: %s\n", id)
@@ -113,6 +118,23 @@ func copyright(ctx context.Context, binary string) ([]byte, error) {
 		}
 	}
 	return b.Bytes(), nil
+}
+
+// commonLicenseRef is a license Debian ships in /usr/share/common-licenses:
+// its short name and the paragraph that refers to it.
+type commonLicenseRef struct{ id, text string }
+
+// commonLicense recognises a module's license text that Debian ships in
+// /usr/share/common-licenses, so that the copyright file refers to it
+// instead of repeating it (only the Apache License 2.0 is linked today).
+func commonLicense(text string) (commonLicenseRef, bool) {
+	if strings.Contains(text, "Apache License") && strings.Contains(text, "Version 2.0, January 2004") &&
+		strings.Contains(text, "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION") {
+		return commonLicenseRef{"Apache-2.0", "Licensed under the Apache License, Version 2.0.\n\n" +
+			"On Debian systems, the complete text of the Apache License, Version 2.0\n" +
+			"can be found in \"/usr/share/common-licenses/Apache-2.0\".\n"}, true
+	}
+	return commonLicenseRef{}, false
 }
 
 // licenseText reads the license file at the top of a module's source.
