@@ -2,10 +2,11 @@ package fleetdb
 
 import (
 	"context"
+	"crypto/subtle"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -40,17 +41,48 @@ type CheckIn struct {
 }
 
 type pending struct {
-	c    CheckIn
-	done chan error
+	c CheckIn
+	// auth: check digest against the host's credential before storing;
+	// admit, when set, is asked next (the server's rate limit).
+	auth   bool
+	digest string
+	admit  Admit
+	done   chan error
 }
 
-// maxBatch bounds one transaction (and PostgreSQL's 65535 parameters).
+// Admit decides, after a check-in's credential is verified and before it
+// is stored, whether the host may check in now; an error refuses the
+// check-in and is returned to CheckInAs's caller unchanged. It runs on
+// the store's writer: it must be quick.
+type Admit func(hostID string) error
+
+// maxBatch bounds one transaction.
 const maxBatch = 512
 
 // CheckIn records a check-in and updates the host's current state. It
-// returns after the check-in is committed.
+// returns after the check-in is committed. The caller vouches for the
+// host (tests, tools); the host API uses CheckInAs.
 func (s *Store) CheckIn(ctx context.Context, c CheckIn) error {
-	p := pending{c: c, done: make(chan error, 1)}
+	return s.enqueue(ctx, pending{c: c})
+}
+
+// CheckInAs records a check-in sent with a host credential: in the
+// transaction that stores it, the credential is checked against the
+// host's (ErrBadCredential when it is not the host's, or the host is
+// unknown), then admit (nil: always) is asked; a refused check-in stores
+// nothing. It returns after the check-in is committed. Checking the
+// credential in the write batch costs one indexed read on the writer's
+// connection (SQLite) or one query per batch (PostgreSQL), not one
+// query per request.
+func (s *Store) CheckInAs(ctx context.Context, credential string, c CheckIn, admit Admit) error {
+	if credential == "" {
+		return ErrBadCredential
+	}
+	return s.enqueue(ctx, pending{c: c, auth: true, digest: digest(credential), admit: admit})
+}
+
+func (s *Store) enqueue(ctx context.Context, p pending) error {
+	p.done = make(chan error, 1)
 	s.mu.RLock()
 	if s.closing {
 		s.mu.RUnlock()
@@ -71,9 +103,11 @@ func (s *Store) CheckIn(ctx context.Context, c CheckIn) error {
 	}
 }
 
-func (s *Store) writer() {
+func (s *Store) writer(w batchWriter) {
 	defer s.writers.Done()
+	defer w.close()
 	batch := make([]pending, 0, maxBatch)
+	errs := make([]error, maxBatch)
 	for p := range s.queue {
 		batch = append(batch[:0], p)
 	drain:
@@ -89,12 +123,18 @@ func (s *Store) writer() {
 			}
 		}
 		start := time.Now()
-		err := s.writeBatch(batch)
+		errs := errs[:len(batch)]
+		clear(errs)
+		err := s.writeBatch(w, batch, errs)
 		if f := s.observer.Load(); f != nil {
 			(*f)(len(batch), time.Since(start), err)
 		}
-		for _, p := range batch {
-			p.done <- err
+		for i, p := range batch {
+			if errs[i] != nil {
+				p.done <- errs[i]
+			} else {
+				p.done <- err
+			}
 		}
 	}
 }
@@ -107,27 +147,76 @@ func userspaceJSON(u []UserPatch) string {
 	return string(b)
 }
 
-func (s *Store) writeBatch(batch []pending) error {
+// batchWriter writes check-in batches for one writer goroutine.
+type batchWriter interface {
+	// begin starts the batch's transaction.
+	begin(ctx context.Context) error
+	// credentials returns the stored credential digests of the hosts.
+	credentials(ctx context.Context, ids []string) (map[string]string, error)
+	// write stores the check-ins and updates their hosts.
+	write(ctx context.Context, batch []*CheckIn) error
+	commit() error
+	rollback()
+	close()
+}
+
+// writeBatch writes one batch in one transaction: errs[i] is set for a
+// check-in refused on its own (credential, admit); the returned error,
+// for the others, is the transaction's.
+func (s *Store) writeBatch(w batchWriter, batch []pending, errs []error) error {
 	// A batch belongs to nobody's request: it must not be cancelled by one
 	// client going away, or the others' check-ins would fail with it.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
+	if err := w.begin(ctx); err != nil {
 		return fmt.Errorf("store check-ins: %w", err)
 	}
-	defer tx.Rollback()
-	if s.dialect == Postgres {
-		err = s.writeBatchPostgres(ctx, tx, batch)
-	} else {
-		err = s.writeBatchSQLite(ctx, tx, batch)
+	committed := false
+	defer func() {
+		if !committed {
+			w.rollback()
+		}
+	}()
+	var ids []string
+	for i := range batch {
+		if batch[i].auth {
+			ids = append(ids, batch[i].c.HostID)
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("store check-ins: %w", err)
+	var creds map[string]string
+	if len(ids) > 0 {
+		var err error
+		if creds, err = w.credentials(ctx, ids); err != nil {
+			return fmt.Errorf("store check-ins: check credentials: %w", err)
+		}
 	}
-	if err := tx.Commit(); err != nil {
+	rows := make([]*CheckIn, 0, len(batch))
+	for i := range batch {
+		p := &batch[i]
+		if p.auth {
+			h, ok := creds[p.c.HostID]
+			if !ok || subtle.ConstantTimeCompare([]byte(h), []byte(p.digest)) != 1 {
+				errs[i] = ErrBadCredential
+				continue
+			}
+			if p.admit != nil {
+				if err := p.admit(p.c.HostID); err != nil {
+					errs[i] = err
+					continue
+				}
+			}
+		}
+		rows = append(rows, &p.c)
+	}
+	if len(rows) > 0 {
+		if err := w.write(ctx, rows); err != nil {
+			return fmt.Errorf("store check-ins: %w", err)
+		}
+	}
+	if err := w.commit(); err != nil {
 		return fmt.Errorf("store check-ins: commit: %w", err)
 	}
+	committed = true
 	return nil
 }
 
@@ -145,34 +234,91 @@ const updateHostSQLite = `UPDATE hosts SET hostname = ?, kernel_release = ?, bui
 		AND (l.channel = 'stable' OR l.channel = ?)), 0)
 	WHERE id = ? AND last_seen <= ?`
 
+// touchHostSQLite is the update of a host whose check-in changes none of
+// the indexed columns (the common case: same kernel, level, channel and
+// result as last time). SQLite rewrites an index only when the UPDATE
+// sets one of its columns, so this one rewrites one index (last_seen)
+// instead of all of them. No row changed: the full update follows.
+const touchHostSQLite = `UPDATE hosts SET agent_version = ?, userspace = ?, last_result_at = ?, last_error = ?, last_seen = ?
+	WHERE id = ? AND last_seen <= ? AND hostname = ? AND kernel_release = ? AND build_id = ? AND level = ? AND channel = ?
+	AND last_result = ?`
+
 // prepare prepares the hot path's statements.
 func (s *Store) prepare(ctx context.Context) error {
 	var err error
-	if s.authStmt, err = s.db.PrepareContext(ctx, s.q(`SELECT cred_hash FROM hosts WHERE id = ?`)); err != nil {
-		return err
-	}
-	if s.dialect != SQLite {
-		return nil
-	}
-	if s.insStmt, err = s.db.PrepareContext(ctx, insertCheckin+`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`); err != nil {
-		return err
-	}
-	s.updStmt, err = s.db.PrepareContext(ctx, updateHostSQLite)
+	s.authStmt, err = s.db.PrepareContext(ctx, s.q(`SELECT cred_hash FROM hosts WHERE id = ?`))
 	return err
 }
 
-// SQLite runs in process: one prepared statement per row costs little.
-func (s *Store) writeBatchSQLite(ctx context.Context, tx *sql.Tx, batch []pending) error {
-	ins := tx.StmtContext(ctx, s.insStmt)
-	defer ins.Close()
-	upd := tx.StmtContext(ctx, s.updStmt)
-	defer upd.Close()
-	for i := range batch {
-		c := &batch[i].c
-		if _, err := ins.ExecContext(ctx, checkinArgs(c)...); err != nil {
+// sqliteWriter is SQLite's one writer: a connection of its own, its
+// statements prepared on it once, and its transactions begun by hand
+// (BEGIN IMMEDIATE), so that no statement is prepared again per batch
+// and no other connection's commits reset its page cache. SQLite runs
+// in process: one statement per row costs little.
+type sqliteWriter struct {
+	conn                  *sql.Conn
+	auth, ins, touch, upd *sql.Stmt
+}
+
+func newSQLiteWriter(ctx context.Context, db *sql.DB) (*sqliteWriter, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w := &sqliteWriter{conn: conn}
+	for _, st := range []struct {
+		p *(*sql.Stmt)
+		q string
+	}{
+		{&w.auth, `SELECT cred_hash FROM hosts WHERE id = ?`},
+		{&w.ins, insertCheckin + `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
+		{&w.touch, touchHostSQLite},
+		{&w.upd, updateHostSQLite},
+	} {
+		if *st.p, err = conn.PrepareContext(ctx, st.q); err != nil {
+			w.close()
+			return nil, err
+		}
+	}
+	return w, nil
+}
+
+func (w *sqliteWriter) begin(ctx context.Context) error {
+	_, err := w.conn.ExecContext(ctx, `BEGIN IMMEDIATE`)
+	return err
+}
+
+func (w *sqliteWriter) credentials(ctx context.Context, ids []string) (map[string]string, error) {
+	m := make(map[string]string, len(ids))
+	for _, id := range ids {
+		var h string
+		err := w.auth.QueryRowContext(ctx, id).Scan(&h)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		m[id] = h
+	}
+	return m, nil
+}
+
+func (w *sqliteWriter) write(ctx context.Context, batch []*CheckIn) error {
+	for _, c := range batch {
+		if _, err := w.ins.ExecContext(ctx, checkinArgs(c)...); err != nil {
 			return err
 		}
-		if _, err := upd.ExecContext(ctx, c.Hostname, c.KernelRelease, c.BuildID, c.Level, c.Channel, c.AgentVersion,
+		us := userspaceJSON(c.Userspace)
+		res, err := w.touch.ExecContext(ctx, c.AgentVersion, us, ms(c.ResultAt), c.Error, ms(c.At),
+			c.HostID, ms(c.At), c.Hostname, c.KernelRelease, c.BuildID, c.Level, c.Channel, c.Result)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			continue
+		}
+		if _, err := w.upd.ExecContext(ctx, c.Hostname, c.KernelRelease, c.BuildID, c.Level, c.Channel, c.AgentVersion,
 			userspaceJSON(c.Userspace), c.Result, ms(c.ResultAt), c.Error, ms(c.At), c.BuildID, c.Channel, c.HostID, ms(c.At)); err != nil {
 			return err
 		}
@@ -180,54 +326,123 @@ func (s *Store) writeBatchSQLite(ctx context.Context, tx *sql.Tx, batch []pendin
 	return nil
 }
 
-// PostgreSQL is a round trip away: one multi-row INSERT and one
-// UPDATE ... FROM (VALUES ...) per batch.
-func (s *Store) writeBatchPostgres(ctx context.Context, tx *sql.Tx, batch []pending) error {
-	var b strings.Builder
-	b.WriteString(insertCheckin)
-	args := make([]any, 0, len(batch)*12)
-	for i := range batch {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-		args = append(args, checkinArgs(&batch[i].c)...)
-	}
-	if _, err := tx.ExecContext(ctx, s.q(b.String()), args...); err != nil {
-		return err
-	}
-	// One row per host: the newest of its check-ins in this batch.
-	latest := make(map[string]int, len(batch))
-	for i := range batch {
-		c := &batch[i].c
-		if j, ok := latest[c.HostID]; !ok || !c.At.Before(batch[j].c.At) {
-			latest[c.HostID] = i
-		}
-	}
-	b.Reset()
-	args = args[:0]
-	b.WriteString(`UPDATE hosts SET hostname = v.hostname, kernel_release = v.kernel_release, build_id = v.build_id,
-		level = v.level, channel = v.channel, agent_version = v.agent_version, userspace = v.userspace,
-		last_result = v.result, last_result_at = v.result_at, last_error = v.error, last_seen = v.at,
-		newest = ` + newestFor("v") + ` FROM (VALUES `)
-	n := 0
-	for i := range batch {
-		c := &batch[i].c
-		if latest[c.HostID] != i {
-			continue
-		}
-		if n > 0 {
-			b.WriteString(", ")
-		}
-		n++
-		b.WriteString("(?::text, ?::bigint, ?::text, ?::text, ?::text, ?::bigint, ?::text, ?::text, ?::text, ?::text, ?::bigint, ?::text)")
-		args = append(args, checkinArgs(c)...)
-	}
-	b.WriteString(`) AS v (id, at, hostname, kernel_release, build_id, level, channel, agent_version, userspace, result, result_at, error)
-		WHERE hosts.id = v.id AND hosts.last_seen <= v.at`)
-	_, err := tx.ExecContext(ctx, s.q(b.String()), args...)
+func (w *sqliteWriter) commit() error {
+	_, err := w.conn.ExecContext(context.Background(), `COMMIT`)
 	return err
 }
+
+func (w *sqliteWriter) rollback() { w.conn.ExecContext(context.Background(), `ROLLBACK`) }
+
+func (w *sqliteWriter) close() {
+	for _, st := range []*sql.Stmt{w.auth, w.ins, w.touch, w.upd} {
+		if st != nil {
+			st.Close()
+		}
+	}
+	w.conn.Close()
+}
+
+// postgresWriter is one of PostgreSQL's writers. PostgreSQL is a round
+// trip away: per batch, one query for the credentials and one statement
+// each for the history rows and the hosts, all with fixed text (arrays
+// through unnest), so that pgx prepares them once per connection.
+type postgresWriter struct {
+	db *sql.DB
+	tx *sql.Tx
+}
+
+func (w *postgresWriter) begin(ctx context.Context) (err error) {
+	w.tx, err = w.db.BeginTx(ctx, nil)
+	return err
+}
+
+func (w *postgresWriter) credentials(ctx context.Context, ids []string) (map[string]string, error) {
+	rows, err := w.tx.QueryContext(ctx, `SELECT id, cred_hash FROM hosts WHERE id = ANY($1::text[])`, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	m := make(map[string]string, len(ids))
+	for rows.Next() {
+		var id, h string
+		if err := rows.Scan(&id, &h); err != nil {
+			return nil, err
+		}
+		m[id] = h
+	}
+	return m, rows.Err()
+}
+
+// columns holds a batch column by column, for unnest.
+type columns struct {
+	id, hostname, release, buildID, channel, agent, userspace, result, errs []string
+	at, level, resultAt                                                     []int64
+}
+
+func (c *columns) add(r *CheckIn) {
+	c.id = append(c.id, r.HostID)
+	c.at = append(c.at, ms(r.At))
+	c.hostname = append(c.hostname, r.Hostname)
+	c.release = append(c.release, r.KernelRelease)
+	c.buildID = append(c.buildID, r.BuildID)
+	c.level = append(c.level, r.Level)
+	c.channel = append(c.channel, r.Channel)
+	c.agent = append(c.agent, r.AgentVersion)
+	c.userspace = append(c.userspace, userspaceJSON(r.Userspace))
+	c.result = append(c.result, r.Result)
+	c.resultAt = append(c.resultAt, ms(r.ResultAt))
+	c.errs = append(c.errs, r.Error)
+}
+
+func (c *columns) args() []any {
+	return []any{c.id, c.at, c.hostname, c.release, c.buildID, c.level, c.channel, c.agent, c.userspace, c.result, c.resultAt, c.errs}
+}
+
+const unnestColumns = `unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[],
+	$8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[])`
+
+func (w *postgresWriter) write(ctx context.Context, batch []*CheckIn) error {
+	var all, latest columns
+	// One row per host for the update: the newest of its check-ins here.
+	newest := make(map[string]*CheckIn, len(batch))
+	for _, c := range batch {
+		all.add(c)
+		if n, ok := newest[c.HostID]; !ok || !c.At.Before(n.At) {
+			newest[c.HostID] = c
+		}
+	}
+	if _, err := w.tx.ExecContext(ctx, `INSERT INTO checkins (host_id, at, hostname, kernel_release, build_id, level, channel,
+		agent_version, userspace, result, result_at, error) SELECT * FROM `+unnestColumns, all.args()...); err != nil {
+		return err
+	}
+	for _, c := range batch {
+		if newest[c.HostID] == c {
+			latest.add(c)
+		}
+	}
+	_, err := w.tx.ExecContext(ctx, `UPDATE hosts SET hostname = v.hostname, kernel_release = v.kernel_release, build_id = v.build_id,
+		level = v.level, channel = v.channel, agent_version = v.agent_version, userspace = v.userspace,
+		last_result = v.result, last_result_at = v.result_at, last_error = v.error, last_seen = v.at,
+		newest = `+newestFor("v")+` FROM `+unnestColumns+`
+		AS v (id, at, hostname, kernel_release, build_id, level, channel, agent_version, userspace, result, result_at, error)
+		WHERE hosts.id = v.id AND hosts.last_seen <= v.at`, latest.args()...)
+	return err
+}
+
+func (w *postgresWriter) commit() error {
+	err := w.tx.Commit()
+	w.tx = nil
+	return err
+}
+
+func (w *postgresWriter) rollback() {
+	if w.tx != nil {
+		w.tx.Rollback()
+		w.tx = nil
+	}
+}
+
+func (w *postgresWriter) close() {}
 
 // History returns a host's newest check-ins, newest first.
 func (s *Store) History(ctx context.Context, hostID string, limit int) ([]CheckIn, error) {

@@ -63,9 +63,8 @@ type Store struct {
 
 	observer atomic.Pointer[BatchObserver]
 
-	// Statements of the hot path, prepared once: parsing SQL per
-	// check-in costs more than running it on SQLite.
-	authStmt, insStmt, updStmt *sql.Stmt
+	// Authenticate's statement, prepared once.
+	authStmt *sql.Stmt
 }
 
 // BatchObserver is told every check-in batch's size and write time.
@@ -125,13 +124,24 @@ func Open(ctx context.Context, dsn, dataDir string) (*Store, error) {
 		return nil, fmt.Errorf("open fleet database %s: %w", s.describe(dsn, dataDir), err)
 	}
 	s.queue = make(chan pending, 4096)
-	n := 1 // SQLite has one writer at a time anyway
+	var writers []batchWriter
 	if s.dialect == Postgres {
-		n = 4
+		for range 4 {
+			writers = append(writers, &postgresWriter{db: s.db})
+		}
+	} else {
+		// SQLite has one writer at a time anyway.
+		w, err := newSQLiteWriter(ctx, s.db)
+		if err != nil {
+			s.authStmt.Close()
+			s.db.Close()
+			return nil, fmt.Errorf("open fleet database %s: %w", s.describe(dsn, dataDir), err)
+		}
+		writers = append(writers, w)
 	}
-	for i := 0; i < n; i++ {
+	for _, w := range writers {
 		s.writers.Add(1)
-		go s.writer()
+		go s.writer(w)
 	}
 	return s, nil
 }
@@ -199,10 +209,8 @@ func (s *Store) Close() error {
 	close(s.queue)
 	s.mu.Unlock()
 	s.writers.Wait()
-	for _, st := range []*sql.Stmt{s.authStmt, s.insStmt, s.updStmt} {
-		if st != nil {
-			st.Close()
-		}
+	if s.authStmt != nil {
+		s.authStmt.Close()
 	}
 	return s.db.Close()
 }

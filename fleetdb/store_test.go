@@ -26,6 +26,7 @@ func TestStore(t *testing.T) {
 		{"users and sessions", testUsers},
 		{"audit", testAudit},
 		{"concurrent check-ins", testConcurrentCheckIns},
+		{"authenticated check-ins", testCheckInAs},
 	}
 	backends := []struct {
 		name string
@@ -194,8 +195,19 @@ func testCheckIns(t *testing.T, s *Store) {
 		len(h.Userspace) != 1 || h.Userspace[0].Name != "libc" || h.KernelRelease != "6.1.0-57-amd64" {
 		t.Fatalf("host = %+v", h)
 	}
+	// The same state again (the common case, which takes the update
+	// that leaves the indexed columns alone): the rest still changes.
+	same := checkin(ids[0], t0.Add(2*time.Minute), 2, ResultFailed)
+	same.Error, same.AgentVersion = "e2", "1.1"
+	if err := s.CheckIn(ctx, same); err != nil {
+		t.Fatal(err)
+	}
+	if h, err = s.Host(ctx, ids[0]); err != nil || h.Level != 2 || h.LastError != "e2" || h.AgentVersion != "1.1" ||
+		!h.LastSeen.Equal(t0.Add(2*time.Minute)) || !h.LastResultAt.Equal(t0.Add(2*time.Minute)) {
+		t.Fatalf("host after the same state again = %+v, %v", h, err)
+	}
 	hist, err := s.History(ctx, ids[0], 10)
-	if err != nil || len(hist) != 3 || hist[0].Level != 2 || hist[2].Level != 0 {
+	if err != nil || len(hist) != 4 || hist[1].Level != 2 || hist[3].Level != 0 {
 		t.Fatalf("history = %+v, %v", hist, err)
 	}
 	if _, err := s.Host(ctx, "nope"); !errors.Is(err, ErrNotFound) {
@@ -419,6 +431,78 @@ func testConcurrentCheckIns(t *testing.T, s *Store) {
 		h, _ := s.Host(ctx, ids[i])
 		if h.Level != int64(950+i) {
 			t.Fatalf("host %d at level %d, want the newest check-in's %d", i, h.Level, 950+i)
+		}
+	}
+}
+
+// testCheckInAs sends good, wrong-credential, unknown-host and refused
+// (admit) check-ins concurrently, so that they share write batches: each
+// gets its own answer and only the good ones are stored.
+func testCheckInAs(t *testing.T, s *Store) {
+	ctx := context.Background()
+	ids, creds := register(t, s, 4)
+	errRefused := errors.New("refused by admit")
+	admitted := map[string]int{}
+	var mu sync.Mutex
+	admit := func(id string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		admitted[id]++
+		if id == ids[3] {
+			return errRefused
+		}
+		return nil
+	}
+	type try struct {
+		id, cred string
+		want     error
+	}
+	var tries []try
+	for round := 0; round < 20; round++ {
+		tries = append(tries,
+			try{ids[0], creds[0], nil},
+			try{ids[1], creds[1], nil},
+			try{ids[1], creds[0], ErrBadCredential},           // another host's credential
+			try{ids[2], creds[2] + "x", ErrBadCredential},     // wrong
+			try{"hunknown000000", creds[0], ErrBadCredential}, // unknown host
+			try{ids[2], "", ErrBadCredential},                 // none
+			try{ids[3], creds[3], errRefused},                 // admit says no
+		)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(tries))
+	for i, tr := range tries {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.CheckInAs(ctx, tr.cred, checkin(tr.id, time.Now(), 1, ResultOK), admit)
+		}()
+	}
+	wg.Wait()
+	for i, tr := range tries {
+		if !errors.Is(errs[i], tr.want) || (tr.want == nil && errs[i] != nil) {
+			t.Errorf("check-in %d of %s: %v, want %v", i, tr.id, errs[i], tr.want)
+		}
+	}
+	for _, id := range []string{ids[2], "hunknown000000"} {
+		if admitted[id] != 0 {
+			t.Errorf("admit asked about %s, whose credential was wrong", id)
+		}
+	}
+	if admitted[ids[0]] != 20 || admitted[ids[3]] != 20 {
+		t.Errorf("admit asked %d and %d times, want 20", admitted[ids[0]], admitted[ids[3]])
+	}
+	for i, want := range []int{20, 20, 0, 0} {
+		var n int
+		if err := s.queryRow(ctx, `SELECT COUNT(*) FROM checkins WHERE host_id = ?`, ids[i]).Scan(&n); err != nil || n != want {
+			t.Errorf("host %d: %d check-ins stored (%v), want %d", i, n, err, want)
+		}
+		h, err := s.Host(ctx, ids[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen := !h.LastSeen.IsZero(); seen != (want > 0) {
+			t.Errorf("host %d: last seen %v after %d stored check-ins", i, h.LastSeen, want)
 		}
 	}
 }

@@ -108,20 +108,6 @@ func (s *Server) handleCheckIn(w http.ResponseWriter, r *http.Request) {
 		s.decodeError(w, err)
 		return
 	}
-	if err := s.store.Authenticate(r.Context(), c.HostID, cred); err != nil {
-		if errors.Is(err, fleetdb.ErrBadCredential) {
-			s.apiError(w, http.StatusUnauthorized, "unauthorized", "unknown host or wrong credential: register the host again with `livefix register --key`")
-			return
-		}
-		s.log.Error("authenticate host", "err", err)
-		s.apiError(w, http.StatusInternalServerError, "internal", "could not check the credential; see the server log")
-		return
-	}
-	if ok, d := s.hostLim.allow(c.HostID, now); !ok {
-		retryAfter(w, d)
-		s.apiError(w, http.StatusTooManyRequests, "rate_limited", "too many check-ins from this host; retry later")
-		return
-	}
 	rec := fleetdb.CheckIn{HostID: c.HostID, At: now, Hostname: c.Hostname, KernelRelease: c.KernelRelease,
 		BuildID: c.BuildID, Level: c.Level, Channel: c.Channel, AgentVersion: c.AgentVersion,
 		Result: c.Result, ResultAt: c.ResultAt, Error: c.Error}
@@ -130,7 +116,25 @@ func (s *Server) handleCheckIn(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
-	if err := s.store.CheckIn(ctx, rec); err != nil {
+	// The store checks the credential, then asks the host's rate limit
+	// (so that requests with a wrong credential cannot use up a host's
+	// allowance), then stores, all in its write batch.
+	err := s.store.CheckInAs(ctx, cred, rec, func(id string) error {
+		if ok, d := s.hostLim.allow(id, now); !ok {
+			return rateLimited(d)
+		}
+		return nil
+	})
+	var limited rateLimited
+	switch {
+	case errors.Is(err, fleetdb.ErrBadCredential):
+		s.apiError(w, http.StatusUnauthorized, "unauthorized", "unknown host or wrong credential: register the host again with `livefix register --key`")
+		return
+	case errors.As(err, &limited):
+		retryAfter(w, time.Duration(limited))
+		s.apiError(w, http.StatusTooManyRequests, "rate_limited", "too many check-ins from this host; retry later")
+		return
+	case err != nil:
 		s.log.Error("store check-in", "host", c.HostID, "err", err)
 		s.apiError(w, http.StatusServiceUnavailable, "internal", "check-in not stored; retry later")
 		return
@@ -140,5 +144,13 @@ func (s *Server) handleCheckIn(w http.ResponseWriter, r *http.Request) {
 		result = "none"
 	}
 	s.metrics.checkins.WithLabelValues(result).Inc()
-	writeJSON(w, http.StatusOK, fleetapi.CheckInResponse{Stored: true, NextCheckIn: s.cfg.CheckInInterval.String()})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(s.storedBody)
 }
+
+// rateLimited refuses a check-in: the host may send the next one after
+// this long.
+type rateLimited time.Duration
+
+func (d rateLimited) Error() string { return "rate limited for " + time.Duration(d).String() }

@@ -3,6 +3,7 @@ package fleetserver
 import (
 	"context"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/livefix/livefix/fleetapi"
 	"github.com/livefix/livefix/fleetdb"
 	"github.com/livefix/livefix/patchrepo"
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,6 +80,8 @@ type Server struct {
 	lastSync  time.Time
 	syncError string
 	ov        overview
+	// storedBody is every stored check-in's answer, encoded once.
+	storedBody []byte
 }
 
 // New builds a server.
@@ -111,6 +115,10 @@ func New(cfg Config) (*Server, error) {
 		loginLim: newLimiters(rate.Every(6*time.Second), 10),
 	}
 	var err error
+	if s.storedBody, err = json.Marshal(fleetapi.CheckInResponse{Stored: true, NextCheckIn: cfg.CheckInInterval.String()}); err != nil {
+		return nil, err
+	}
+	s.storedBody = append(s.storedBody, '\n')
 	if s.pages, err = parsePages(); err != nil {
 		return nil, err
 	}
