@@ -454,3 +454,37 @@ func TestErrorsOnUnknownPatches(t *testing.T) {
 		})
 	}
 }
+
+// TestKmsgLinesDoesNotWait: at the end of the kernel log, reading it
+// answers EAGAIN; explaining a refused load must not wait for a next
+// message that may never come. A FIFO with a writer open and nothing
+// written behaves the same way.
+func TestKmsgLinesDoesNotWait(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "kmsg")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.OpenFile(fifo, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	s := &System{Kmsg: fifo}
+	done := make(chan []string, 1)
+	go func() { done <- s.kmsgLines(6, "livepatch") }()
+	select {
+	case lines := <-done:
+		if len(lines) != 0 {
+			t.Fatalf("lines %q from an empty log", lines)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("kmsgLines still reading an empty log after 10s")
+	}
+	// With a record in it, the record is found.
+	if _, err := w.WriteString("4,123,456,-;livepatch: lf_x: oops\n"); err != nil {
+		t.Fatal(err)
+	}
+	if lines := s.kmsgLines(6, "livepatch"); len(lines) != 1 || lines[0] != "livepatch: lf_x: oops" {
+		t.Fatalf("lines %q", lines)
+	}
+}

@@ -335,21 +335,24 @@ func (s *System) kmsgLines(max int, words ...string) []string {
 	if s.Kmsg == "" {
 		return nil
 	}
-	f, err := os.OpenFile(s.Kmsg, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	// A raw descriptor, not an os.File: Go's poller would turn EAGAIN at
+	// the end of /dev/kmsg into a wait for the next kernel message, which
+	// may never come (a load refused with EPERM logs nothing).
+	fd, err := unix.Open(s.Kmsg, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil
 	}
-	defer f.Close()
+	defer unix.Close(fd)
 	var out []string
 	buf := make([]byte, 8192)
 	deadline := time.Now().Add(time.Second)
 	for time.Now().Before(deadline) {
-		n, err := f.Read(buf)
-		if err != nil {
-			if errors.Is(err, unix.EPIPE) { // records overwritten meanwhile: read on
-				continue
-			}
-			break // EAGAIN at the end of the log (io.EOF for a plain file)
+		n, err := unix.Read(fd, buf)
+		if errors.Is(err, unix.EPIPE) || errors.Is(err, unix.EINTR) { // records overwritten meanwhile: read on
+			continue
+		}
+		if err != nil || n <= 0 {
+			break // EAGAIN at the end of the log (0 at the end of a plain file)
 		}
 		// /dev/kmsg gives one record per read: "PRIO,SEQ,TIME,FLAGS;text\n"
 		// followed by " KEY=value" continuation lines.
