@@ -29,7 +29,10 @@ func TestMain(m *testing.M) {
 	}
 	bin = dir
 	for _, cmd := range []string{"livefix-server", "livefix"} {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, cmd), "github.com/livefix/livefix/cmd/"+cmd).CombinedOutput()
+		c := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, cmd), "github.com/livefix/livefix/cmd/"+cmd)
+		// Static (no cgo): TestFleetInVM runs them in a guest without a C library.
+		c.Env = append(os.Environ(), "CGO_ENABLED=0")
+		out, err := c.CombinedOutput()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", cmd, err, out)
 			os.Exit(1)
