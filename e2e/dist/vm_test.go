@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/livefix/livefix/internal/kerneltest"
-	"github.com/livefix/livefix/internal/vmtest"
+	"github.com/livefix/livefix/internal/kernelvm"
 )
 
 func build(t *testing.T, dir string, names ...string) {
@@ -136,7 +136,7 @@ func TestDistributionInVM(t *testing.T) {
 			files["/root/p/"+n+ext] = filepath.Join(out, n+ext)
 		}
 	}
-	res, err := vmtest.Run(ctx, vmtest.Config{Target: tgt, Script: guestScript, Files: files, Timeout: 8 * time.Minute, Log: testLog{t}})
+	res, err := kernelvm.Run(ctx, kernelvm.Config{Target: tgt, Script: guestScript, Files: files, Timeout: 8 * time.Minute, Log: testLog{t}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 
 	"github.com/livefix/livefix/internal/kbuild"
 	"github.com/livefix/livefix/internal/kerneltest"
-	"github.com/livefix/livefix/internal/vmtest"
+	"github.com/livefix/livefix/internal/kernelvm"
 )
 
 // guestModules make the disk usable in the guest.
@@ -353,17 +353,17 @@ func (e *env) boot(t testing.TB, script, cmdline, marker string, delay time.Dura
 	kctx, kill := context.WithCancel(ctx)
 	defer kill()
 	k := &killer{t: t, marker: marker, delay: delay, cancel: kill}
-	cfg := vmtest.Config{
+	cfg := kernelvm.Config{
 		Target: e.tgt, Script: script, Files: e.files, Modules: guestModules,
 		Disks: []string{e.disk}, Cmdline: strings.TrimSpace(cmdline + " " + tcgCmdline), Memory: 512, Timeout: 6 * time.Minute, Log: k,
 	}
-	res, err := vmtest.Run(kctx, cfg)
+	res, err := kernelvm.Run(kctx, cfg)
 	if err != nil && res != nil && strings.TrimSpace(res.Console) == "" && !k.fired && ctx.Err() == nil {
 		// qemu itself died before the guest printed anything (seen once:
 		// a qemu segfault at start on a loaded machine); the disk is
 		// untouched, so the boot is repeated once.
 		t.Logf("qemu failed before the guest started (%v); booting again", err)
-		res, err = vmtest.Run(kctx, cfg)
+		res, err = kernelvm.Run(kctx, cfg)
 	}
 	k.mu.Lock()
 	fired := k.fired

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/livefix/livefix/internal/kerneltest"
-	"github.com/livefix/livefix/internal/vmtest"
+	"github.com/livefix/livefix/internal/kernelvm"
 )
 
 // kexecScript builds a second initramfs whose init prints its command
@@ -53,7 +53,7 @@ func TestKexec(t *testing.T) {
 	livefix, _ := buildTools(t, tmp)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	res, err := vmtest.Run(ctx, vmtest.Config{
+	res, err := kernelvm.Run(ctx, kernelvm.Config{
 		Target: tgt, Script: kexecScript, Timeout: 4 * time.Minute, Log: &killer{t: t}, Cmdline: tcgCmdline,
 		Files: map[string]string{"/bin/livefix": livefix, "/boot/vmlinuz-" + tgt.Release: tgt.Vmlinuz},
 	})

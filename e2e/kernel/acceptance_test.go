@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/livefix/livefix/internal/kerneltest"
-	"github.com/livefix/livefix/internal/vmtest"
+	"github.com/livefix/livefix/internal/kernelvm"
 )
 
 // buildTools builds the static livefix and livefix-build binaries.
@@ -151,7 +151,7 @@ func TestAcceptance(t *testing.T) {
 			files["/root/p/"+c.name+ext] = filepath.Join(outDir, c.name+ext)
 		}
 	}
-	res, err := vmtest.Run(ctx, vmtest.Config{
+	res, err := kernelvm.Run(ctx, kernelvm.Config{
 		Target:  tgt,
 		Script:  acceptanceScript,
 		Files:   files,

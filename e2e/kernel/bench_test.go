@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/livefix/livefix/internal/kerneltest"
-	"github.com/livefix/livefix/internal/vmtest"
+	"github.com/livefix/livefix/internal/kernelvm"
 )
 
 // applyReps is how many times each variant is applied in the guest.
@@ -52,7 +52,7 @@ func BenchmarkKernelApply(b *testing.B) {
 	script := fmt.Sprintf("applybench -ko /root/%s.ko -name %s -reps %d", c.name, c.name, applyReps)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		res, err := vmtest.Run(ctx, vmtest.Config{Target: tgt, Script: script, Files: files, Timeout: 10 * time.Minute})
+		res, err := kernelvm.Run(ctx, kernelvm.Config{Target: tgt, Script: script, Files: files, Timeout: 10 * time.Minute})
 		if err != nil {
 			b.Fatal(err)
 		}

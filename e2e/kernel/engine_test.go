@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/livefix/livefix/internal/kerneltest"
-	"github.com/livefix/livefix/internal/vmtest"
+	"github.com/livefix/livefix/internal/kernelvm"
 )
 
 // engineCase is a diff-engine class of issue 11 shown on the Debian
@@ -142,7 +142,7 @@ func TestEngineClasses(t *testing.T) {
 			files["/root/p/"+c.name+ext] = filepath.Join(outDir, c.name+ext)
 		}
 	}
-	res, err := vmtest.Run(ctx, vmtest.Config{
+	res, err := kernelvm.Run(ctx, kernelvm.Config{
 		Target:  tgt,
 		Script:  engineScript,
 		Files:   files,

@@ -13,7 +13,7 @@ import (
 
 	"github.com/livefix/livefix/elfobj"
 	"github.com/livefix/livefix/internal/kerneltest"
-	"github.com/livefix/livefix/internal/vmtest"
+	"github.com/livefix/livefix/internal/kernelvm"
 )
 
 // kbuildCase is one of issue 11's build-side cases: a patch under
@@ -181,7 +181,7 @@ func TestKbuildCases(t *testing.T) {
 		t.FailNow()
 	}
 
-	res, err := vmtest.Run(ctx, vmtest.Config{
+	res, err := kernelvm.Run(ctx, kernelvm.Config{
 		Target:  tgt,
 		Script:  kbuildScript,
 		Files:   files,
