@@ -23,12 +23,6 @@ import (
 )
 
 // guestModules make the disk usable in the guest.
-// tcgCmdline is added to every guest's command line: under emulation on
-// a loaded machine the kernel's IO-APIC timer check can fail ("IO-APIC +
-// timer doesn't work", a panic before init) when the emulated timer
-// ticks late.
-const tcgCmdline = "no_timer_check"
-
 // ext4 needs crc32c (a soft dependency modules.dep does not list).
 var guestModules = []string{"virtio_pci", "virtio_blk", "crc32c_generic", "ext4"}
 
@@ -355,7 +349,7 @@ func (e *env) boot(t testing.TB, script, cmdline, marker string, delay time.Dura
 	k := &killer{t: t, marker: marker, delay: delay, cancel: kill}
 	cfg := kernelvm.Config{
 		Target: e.tgt, Script: script, Files: e.files, Modules: guestModules,
-		Disks: []string{e.disk}, Cmdline: strings.TrimSpace(cmdline + " " + tcgCmdline), Memory: 512, Timeout: 6 * time.Minute, Log: k,
+		Disks: []string{e.disk}, Cmdline: cmdline, Memory: 512, Timeout: 6 * time.Minute, Log: k,
 	}
 	res, err := kernelvm.Run(kctx, cfg)
 	if err != nil && res != nil && strings.TrimSpace(res.Console) == "" && !k.fired && ctx.Err() == nil {

@@ -54,7 +54,7 @@ func TestKexec(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	res, err := kernelvm.Run(ctx, kernelvm.Config{
-		Target: tgt, Script: kexecScript, Timeout: 4 * time.Minute, Log: &killer{t: t}, Cmdline: tcgCmdline,
+		Target: tgt, Script: kexecScript, Timeout: 4 * time.Minute, Log: &killer{t: t},
 		Files: map[string]string{"/bin/livefix": livefix, "/boot/vmlinuz-" + tgt.Release: tgt.Vmlinuz},
 	})
 	if err != nil {

@@ -14,6 +14,11 @@
 // guest powers off when the script ends; a guest that hangs is killed when
 // the timeout expires.
 //
+// The default kernel command line is "console=ttyS0 quiet panic=-1
+// no_timer_check"; Config.Cmdline is appended to it. no_timer_check skips
+// the IO-APIC timer check, which a guest under plain emulation on a loaded
+// host can fail and panic on.
+//
 // qemu uses KVM when /dev/kvm exists and plain emulation otherwise; a boot
 // takes a few seconds with KVM and around ten without.
 package kernelvm
