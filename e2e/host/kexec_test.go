@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livefix/livefix/internal/e2etest"
 	"github.com/livefix/livefix/internal/kerneltest"
 	"github.com/livefix/livefix/internal/kernelvm"
 )
@@ -49,8 +50,7 @@ echo "FAIL k_returned livefix kernel kexec returned $?"
 // jumps into the installed kernel, whose /proc/cmdline carries the word.
 func TestKexec(t *testing.T) {
 	tgt := kerneltest.RequireVM(t)
-	tmp := t.TempDir()
-	livefix, _ := buildTools(t, tmp)
+	livefix, _ := e2etest.Tools(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	res, err := kernelvm.Run(ctx, kernelvm.Config{
@@ -60,7 +60,7 @@ func TestKexec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkResults(t, res.Output, []string{"k_first_cmdline", "k_first_lacks_word", "k_no_initrd_rc", "k_no_initrd_says",
+	e2etest.CheckGuest(t, res.Output, []string{"k_first_cmdline", "k_first_lacks_word", "k_no_initrd_rc", "k_no_initrd_says",
 		"k_no_kernel_rc", "k_no_kernel_says", "k_nothing_loaded", "k_load_only_rc", "k_loaded", "k_load_only_cmdline"})
 	i := strings.Index(res.Output, "\nSECOND-KERNEL cmdline: ")
 	if i < 0 {

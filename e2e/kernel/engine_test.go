@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livefix/livefix/internal/e2etest"
 	"github.com/livefix/livefix/internal/kerneltest"
 	"github.com/livefix/livefix/internal/kernelvm"
 )
@@ -93,7 +94,7 @@ func TestEngineClasses(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
-	livefix, livefixBuild := buildTools(t, tmp)
+	livefix, livefixBuild := e2etest.Tools(t)
 	outDir := filepath.Join(tmp, "patches")
 
 	// Compared with runs of spaces folded: the verdict column's width is
@@ -148,7 +149,7 @@ func TestEngineClasses(t *testing.T) {
 		Files:   files,
 		Modules: []string{"binfmt_misc"},
 		Timeout: 10 * time.Minute,
-		Log:     testLog{t},
+		Log:     e2etest.GuestLog(t),
 	})
 	if err != nil {
 		t.Fatal(err)

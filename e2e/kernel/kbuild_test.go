@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/livefix/livefix/elfobj"
+	"github.com/livefix/livefix/internal/e2etest"
 	"github.com/livefix/livefix/internal/kerneltest"
 	"github.com/livefix/livefix/internal/kernelvm"
 )
@@ -130,7 +131,7 @@ func TestKbuildCases(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
-	livefix, livefixBuild := buildTools(t, tmp)
+	livefix, livefixBuild := e2etest.Tools(t)
 	outDir := filepath.Join(tmp, "patches")
 
 	helper := filepath.Join(tmp, "lfkb")
@@ -187,7 +188,7 @@ func TestKbuildCases(t *testing.T) {
 		Files:   files,
 		Modules: []string{"af_alg", "algif_hash", "cmac", "binfmt_misc", "tipc"},
 		Timeout: 10 * time.Minute,
-		Log:     testLog{t},
+		Log:     e2etest.GuestLog(t),
 	})
 	if err != nil {
 		t.Fatal(err)
