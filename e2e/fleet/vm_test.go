@@ -11,8 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livefix/livefix/internal/e2etest"
 	"github.com/livefix/livefix/internal/kerneltest"
-	"github.com/livefix/livefix/internal/vmtest"
+	"github.com/livefix/livefix/internal/kernelvm"
 )
 
 // vmScript is issue 9's acceptance 2 inside one guest: livefix-server
@@ -95,17 +96,7 @@ func TestFleetInVM(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
-	for _, name := range []string{"livefix-build", "./testdata/dashget"} {
-		pkg := name
-		if !strings.HasPrefix(name, "./") {
-			pkg = "github.com/livefix/livefix/cmd/" + name
-		}
-		cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(tmp, filepath.Base(name)), pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", name, err, b)
-		}
-	}
+	bin := e2etest.Build(t, "livefix", "livefix-server", "livefix-build", "e2e/fleet/testdata/dashget")
 	out := filepath.Join(tmp, "p")
 	keep := os.Getenv("LIVEFIX_FLEET_PATCH_DIR")
 	if keep != "" {
@@ -124,7 +115,7 @@ func TestFleetInVM(t *testing.T) {
 			args = append(args, "--cve", c)
 		}
 		start := time.Now()
-		if b, err := exec.CommandContext(ctx, filepath.Join(tmp, "livefix-build"), args...).CombinedOutput(); err != nil {
+		if b, err := exec.CommandContext(ctx, filepath.Join(bin, "livefix-build"), args...).CombinedOutput(); err != nil {
 			t.Fatalf("livefix-build kernel %s: %v\n%s", lv.name, err, b)
 		}
 		t.Logf("%s built in %s", lv.name, time.Since(start).Round(time.Second))
@@ -132,37 +123,20 @@ func TestFleetInVM(t *testing.T) {
 	files := map[string]string{
 		"/bin/livefix":        filepath.Join(bin, "livefix"),
 		"/bin/livefix-server": filepath.Join(bin, "livefix-server"),
-		"/bin/dashget":        filepath.Join(tmp, "dashget"),
+		"/bin/dashget":        filepath.Join(bin, "dashget"),
 	}
 	for _, n := range []string{"lf_fleet_l1", "lf_fleet_l2"} {
 		for _, ext := range []string{".ko", ".json"} {
 			files["/root/p/"+n+ext] = filepath.Join(out, n+ext)
 		}
 	}
-	res, err := vmtest.Run(ctx, vmtest.Config{Target: tgt, Script: vmScript, Files: files, Timeout: 10 * time.Minute,
-		Cmdline: "no_timer_check", Log: vmLog{t}})
+	res, err := kernelvm.Run(ctx, kernelvm.Config{Target: tgt, Script: vmScript, Files: files, Timeout: 10 * time.Minute,
+		Log: e2etest.GuestLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("guest output:\n%s", res.Output)
-	passed := map[string]int{}
-	for _, m := range regexp.MustCompile(`(?m)^(PASS|FAIL) (\S+)`).FindAllStringSubmatch(res.Output, -1) {
-		if m[1] == "FAIL" {
-			t.Errorf("guest check %s failed", m[2])
-			continue
-		}
-		passed[m[2]]++
-	}
-	for _, c := range vmChecks {
-		if passed[c] != 1 {
-			t.Errorf("guest check %s passed %d times, want once", c, passed[c])
-		}
-	}
-	for k := range passed {
-		if !slices.Contains(vmChecks, k) {
-			t.Errorf("guest check %s is not in the list", k)
-		}
-	}
+	e2etest.CheckGuest(t, res.Output, vmChecks)
 	hostID := regexp.MustCompile(`(?m)^HOST-ID=(h\S+)`).FindStringSubmatch(res.Output)
 	if hostID == nil {
 		t.Fatal("the guest printed no host id")
@@ -246,13 +220,4 @@ func wantCells(t *testing.T, what, row string, want ...string) {
 	if len(cells) < len(want) || !slices.Equal(cells[:len(want)], want) {
 		t.Errorf("%s: row %q, want it to start %q", what, row, strings.Join(want, " | "))
 	}
-}
-
-type vmLog struct{ t testing.TB }
-
-func (w vmLog) Write(p []byte) (int, error) {
-	if testing.Verbose() {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
 }
