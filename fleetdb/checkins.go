@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -124,8 +125,17 @@ func (s *Store) writer(w batchWriter) {
 		}
 		start := time.Now()
 		errs := errs[:len(batch)]
-		clear(errs)
-		err := s.writeBatch(w, batch, errs)
+		var err error
+		for try := 0; ; try++ {
+			clear(errs)
+			err = s.writeBatch(w, batch, errs)
+			// PostgreSQL aborts one of two transactions that wait for
+			// each other (another replica, the levels mirror): the
+			// batch is written again, not failed.
+			if err == nil || try == 3 || !retryable(err) {
+				break
+			}
+		}
 		if f := s.observer.Load(); f != nil {
 			(*f)(len(batch), time.Since(start), err)
 		}
@@ -137,6 +147,12 @@ func (s *Store) writer(w batchWriter) {
 			}
 		}
 	}
+}
+
+// retryable reports a PostgreSQL deadlock or serialization failure.
+func retryable(err error) bool {
+	m := err.Error()
+	return strings.Contains(m, "SQLSTATE 40P01") || strings.Contains(m, "SQLSTATE 40001")
 }
 
 func userspaceJSON(u []UserPatch) string {
@@ -151,7 +167,8 @@ func userspaceJSON(u []UserPatch) string {
 type batchWriter interface {
 	// begin starts the batch's transaction.
 	begin(ctx context.Context) error
-	// credentials returns the stored credential digests of the hosts.
+	// credentials returns the stored credential digests of the hosts
+	// (PostgreSQL: and locks their rows, in id order).
 	credentials(ctx context.Context, ids []string) (map[string]string, error)
 	// write stores the check-ins and updates their hosts.
 	write(ctx context.Context, batch []*CheckIn) error
@@ -177,18 +194,13 @@ func (s *Store) writeBatch(w batchWriter, batch []pending, errs []error) error {
 			w.rollback()
 		}
 	}()
-	var ids []string
+	ids := make([]string, len(batch))
 	for i := range batch {
-		if batch[i].auth {
-			ids = append(ids, batch[i].c.HostID)
-		}
+		ids[i] = batch[i].c.HostID
 	}
-	var creds map[string]string
-	if len(ids) > 0 {
-		var err error
-		if creds, err = w.credentials(ctx, ids); err != nil {
-			return fmt.Errorf("store check-ins: check credentials: %w", err)
-		}
+	creds, err := w.credentials(ctx, ids)
+	if err != nil {
+		return fmt.Errorf("store check-ins: check credentials: %w", err)
 	}
 	rows := make([]*CheckIn, 0, len(batch))
 	for i := range batch {
@@ -357,7 +369,10 @@ func (w *postgresWriter) begin(ctx context.Context) (err error) {
 }
 
 func (w *postgresWriter) credentials(ctx context.Context, ids []string) (map[string]string, error) {
-	rows, err := w.tx.QueryContext(ctx, `SELECT id, cred_hash FROM hosts WHERE id = ANY($1::text[])`, ids)
+	// FOR UPDATE in id order: two writers (replicas) whose batches share
+	// hosts lock them in the same order, so they wait for each other
+	// instead of deadlocking in the UPDATE.
+	rows, err := w.tx.QueryContext(ctx, `SELECT id, cred_hash FROM hosts WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`, ids)
 	if err != nil {
 		return nil, err
 	}

@@ -506,3 +506,35 @@ func testCheckInAs(t *testing.T, s *Store) {
 		}
 	}
 }
+
+// TestPostgresWriterLocksHosts: a PostgreSQL writer locks its batch's
+// hosts (in id order) when it reads their credentials, before any
+// UPDATE, so that two replicas' writers whose batches share hosts wait
+// for each other instead of deadlocking inside their UPDATEs (which
+// TestReplicasSharePostgres in e2e/fleet ran into).
+func TestPostgresWriterLocksHosts(t *testing.T) {
+	s := openTest(t, pgtest.Start(t).NewDatabase(t), "")
+	ctx := context.Background()
+	ids, _ := register(t, s, 3)
+	w := &postgresWriter{db: s.db}
+	if err := w.begin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer w.rollback()
+	creds, err := w.credentials(ctx, []string{ids[2], ids[0]})
+	if err != nil || len(creds) != 2 {
+		t.Fatalf("credentials: %v, %v", creds, err)
+	}
+	other, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback()
+	for i, locked := range []bool{true, false, true} {
+		_, err := other.ExecContext(ctx, `SAVEPOINT p; SELECT 1 FROM hosts WHERE id = '`+ids[i]+`' FOR UPDATE NOWAIT`)
+		if got := err != nil && contains(err.Error(), "55P03"); got != locked {
+			t.Errorf("host %d: locked by the writer %v (%v), want %v", i, got, err, locked)
+		}
+		other.ExecContext(ctx, `ROLLBACK TO SAVEPOINT p`)
+	}
+}
