@@ -48,6 +48,11 @@ type Filter struct {
 	Now     time.Time // for Unseen; zero: time.Now()
 	Limit   int       // default 100, at most 1000
 	Offset  int
+	// SkipCount leaves HostPage.Total at 0: the caller has the count
+	// (the dashboard's cached summary), and counting up to CountLimit
+	// matches costs far more than the page (a PostgreSQL profile with
+	// 100,000 hosts: 83 ms for the count, 0.2 ms for the page).
+	SkipCount bool
 }
 
 // HostPage is one page of hosts and the number of hosts that match.
@@ -146,11 +151,13 @@ func (s *Store) Hosts(ctx context.Context, f Filter) (HostPage, error) {
 	if where != "" {
 		count = `SELECT COUNT(*) FROM (SELECT 1 FROM hosts h` + where + ` LIMIT ` + fmt.Sprint(CountLimit+1) + `) AS m`
 	}
-	if err := s.queryRow(ctx, count, args...).Scan(&page.Total); err != nil {
-		return page, fmt.Errorf("count hosts: %w", err)
-	}
-	if page.Total > CountLimit {
-		page.Total, page.More = CountLimit, true
+	if !f.SkipCount {
+		if err := s.queryRow(ctx, count, args...).Scan(&page.Total); err != nil {
+			return page, fmt.Errorf("count hosts: %w", err)
+		}
+		if page.Total > CountLimit {
+			page.Total, page.More = CountLimit, true
+		}
 	}
 	rows, err := s.query(ctx, `SELECT `+hostColumns+` FROM hosts h`+where+` ORDER BY h.hostname, h.id LIMIT ? OFFSET ?`,
 		append(args, f.Limit, f.Offset)...)

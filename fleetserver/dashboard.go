@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -157,13 +158,36 @@ func (s *Server) handleFleet(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	d := fleetData{Filter: f, Channels: []string{"stable", "test"}, Links: map[string]string{}}
 	var err error
+	if d.Summary, d.Kernels, d.CountedAt, err = s.overview(r.Context()); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	// All hosts, or one state alone: the summary above the list has
+	// counted them already (at CountedAt); only other filters count.
+	total := -1
+	if f.Kernel == "" && f.Channel == "" && f.Search == "" {
+		switch states := []bool{f.Behind, f.Failed, f.Stalled, f.Unseen}; {
+		case !slices.Contains(states, true):
+			total = d.Summary.Hosts
+		case slices.Equal(states, []bool{true, false, false, false}):
+			total = d.Summary.Behind
+		case slices.Equal(states, []bool{false, true, false, false}):
+			total = d.Summary.Failed
+		case slices.Equal(states, []bool{false, false, true, false}):
+			total = d.Summary.Stalled
+		case slices.Equal(states, []bool{false, false, false, true}):
+			total = d.Summary.Unseen
+		}
+	}
+	f.SkipCount = total >= 0
 	if d.Page, err = s.store.Hosts(ctx, f); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if d.Summary, d.Kernels, d.CountedAt, err = s.overview(r.Context()); err != nil {
-		s.fail(w, r, err)
-		return
+	if total >= 0 {
+		// The summary may be up to overviewTTL old: never say fewer
+		// than the list shows.
+		d.Page.Total = max(total, f.Offset+len(d.Page.Hosts))
 	}
 	d.From, d.To = f.Offset+1, f.Offset+len(d.Page.Hosts)
 	link := func(page int) string {
