@@ -429,6 +429,20 @@ func TestDashboard(t *testing.T) {
 			}
 		}
 	}
+	// The list's total comes from the cached summary for a single state;
+	// a host that failed since it was counted is listed and counted.
+	if _, p := alice.get("/fleet?failed=1"); !strings.Contains(p, "1–1 of 1 hosts") {
+		t.Errorf("/fleet?failed=1 does not count 1 host")
+	}
+	late := ts.register(t, "web3")
+	lc := goodCheckIn(late.HostID, "web3")
+	lc.Result = fleetapi.ResultFailed
+	if _, err := ts.client().CheckIn(ctx, late.Credential, lc); err != nil {
+		t.Fatal(err)
+	}
+	if _, p := alice.get("/fleet?failed=1"); !strings.Contains(p, ">web3<") || !strings.Contains(p, "1–2 of 2 hosts") {
+		t.Errorf("/fleet?failed=1 after a new failure within the summary's lifetime: want web3 listed and 2 hosts counted")
+	}
 	page, _ := ts.store.Hosts(ctx, fleetdb.Filter{Failed: true})
 	failed := page.Hosts[0]
 	code, hp := alice.get("/hosts/" + failed.ID)
