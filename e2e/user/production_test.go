@@ -20,7 +20,7 @@ var tools struct {
 	out  []byte
 }
 
-func buildTools(t *testing.T) (livefix, livefixBuild string) {
+func buildTools(t testing.TB) (livefix, livefixBuild string) {
 	t.Helper()
 	tools.once.Do(func() {
 		tools.dir, tools.err = os.MkdirTemp("", "livefix-e2e-bin-")
