@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/livefix/livefix/internal/e2etest"
 )
 
 // BenchmarkProcessCommands measures userspace live patching from outside,
@@ -42,7 +44,7 @@ import (
 // debug file; applying must cost the same).
 func BenchmarkProcessCommands(b *testing.B) {
 	require(b)
-	livefix, livefixBuild := buildTools(b)
+	livefix, livefixBuild := e2etest.Tools(b)
 	src, _ := filepath.Abs(filepath.Join("testdata", "gapd"))
 	patch, _ := filepath.Abs(filepath.Join("testdata", "gapd.patch"))
 	prod := filepath.Join(b.TempDir(), "gapd")

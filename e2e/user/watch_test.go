@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livefix/livefix/internal/e2etest"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,7 +28,7 @@ import (
 // LIVEFIX_WATCH_ROUNDS sets the number of late processes (default 10).
 func TestWatch(t *testing.T) {
 	require(t)
-	livefix, livefixBuild := buildTools(t)
+	livefix, livefixBuild := e2etest.Tools(t)
 	const bound = 200 * time.Millisecond
 	rounds := 10
 	if s := os.Getenv("LIVEFIX_WATCH_ROUNDS"); s != "" {
