@@ -3,9 +3,7 @@ package ulp
 import (
 	"context"
 	"errors"
-	"os"
 	"sort"
-	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -44,13 +42,7 @@ func Watch(ctx context.Context, patches []*Patch, wo WatchOptions) error {
 	// Promptness on a loaded host: every thread of the watcher at nice
 	// -10 (threads created later inherit it), best effort (needs
 	// CAP_SYS_NICE).
-	if ents, err := os.ReadDir("/proc/self/task"); err == nil {
-		for _, e := range ents {
-			if tid, err := strconv.Atoi(e.Name()); err == nil {
-				unix.Setpriority(unix.PRIO_PROCESS, tid, -10)
-			}
-		}
-	}
+	RaisePriority(-10)
 	ev, err := proc.ListenEvents()
 	if err != nil {
 		return err

@@ -49,6 +49,9 @@ func runProcess(args []string, stdout, stderr io.Writer) int {
 	}
 	switch sub, rest := args[0], args[1:]; sub {
 	case "patch", "unpatch":
+		// The target's threads compete with this command for the CPUs
+		// (before the stops too): run at the tracer's priority.
+		ulp.RaisePriority(-20)
 		return processChange(sub, rest, stdout, stderr)
 	case "list":
 		return processList(rest, stdout, stderr)
