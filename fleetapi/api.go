@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -115,13 +114,13 @@ func Decode(r io.Reader, v any) error {
 }
 
 var (
-	hostIDRE   = regexp.MustCompile(`^h[A-Za-z0-9_-]{8,63}$`)
-	hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,252})$`)
-	releaseRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$`)
-	buildIDRE  = regexp.MustCompile(`^([0-9a-f]{2}){2,64}$`)
-	channelRE  = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
-	versionRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$`)
-	patchRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,254}$`)
+	hostIDRE   = lazyRE(`^h[A-Za-z0-9_-]{8,63}$`)
+	hostnameRE = lazyRE(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,252})$`)
+	releaseRE  = lazyRE(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$`)
+	buildIDRE  = lazyRE(`^([0-9a-f]{2}){2,64}$`)
+	channelRE  = lazyRE(`^[a-z][a-z0-9-]{0,31}$`)
+	versionRE  = lazyRE(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$`)
+	patchRE    = lazyRE(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,254}$`)
 )
 
 func invalid(field, value, want string) error {

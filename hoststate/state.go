@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 )
@@ -128,10 +127,23 @@ type Event struct {
 	At      time.Time `json:"at"`
 }
 
-var buildIDRE = regexp.MustCompile(`^[0-9a-f]{2,128}$`)
+// lowerHex reports whether s is 2 to 128 lowercase hex digits (checked by
+// hand: a regexp compiled at init costs every livefix command its cold
+// start).
+func lowerHex(s string) bool {
+	if len(s) < 2 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 func checkBuildID(id string) error {
-	if !buildIDRE.MatchString(id) {
+	if !lowerHex(id) {
 		return fmt.Errorf("invalid vmlinux build-id %q (want lowercase hex)", id)
 	}
 	return nil

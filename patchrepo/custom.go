@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -56,8 +55,8 @@ type Revocation struct {
 }
 
 var (
-	nameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)
-	cveRE  = regexp.MustCompile(`^CVE-[0-9]{4}-[0-9]{4,}$`)
+	nameRE = lazyRE(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)
+	cveRE  = lazyRE(`^CVE-[0-9]{4}-[0-9]{4,}$`)
 )
 
 // maxCustom bounds the custom metadata of one target.

@@ -72,13 +72,21 @@ type Result struct {
 	// stopped to last thread resumed): what its threads experience.
 	Pause time.Duration `json:"pause_ns"`
 	// Stopped is the time the process spent stopped over all Stops.
-	// Apply stops it once to map and fill the patch's memory (the new
-	// code is unreachable then), once per safety check until one passes
-	// and the jumps are written, and, when it replaces a lower level,
-	// once more to unmap the old patch; Unpatch stops it once to check
-	// and restore the entries and once to unmap.
+	// Apply and Unpatch stop every thread once per safety check, until
+	// one passes and the jumps are written (Apply) or the entries
+	// restored (Unpatch); normally once.
 	Stopped time.Duration `json:"stopped_ns"`
 	Stops   int           `json:"stops"`
+	// OneThread is the time one thread alone was stopped while the
+	// others ran (proc.StopOne; a sleeping thread is chosen): to map the
+	// patch's memory before the commit (the new code is unreachable
+	// then), and to unmap the code of a removed or replaced patch after
+	// it (nothing refers to it any more).
+	OneThread time.Duration `json:"one_thread_ns,omitempty"`
+	// CommitMono is when the jumps were written (Apply) or the entries
+	// restored (Unpatch): CLOCK_MONOTONIC nanoseconds, comparable with
+	// proc.Event.Mono and proc.MonoNow.
+	CommitMono int64 `json:"commit_mono_ns,omitempty"`
 	// Attempts counts the safety-check stops; more than one means the
 	// check had to let the process run to leave the code being replaced
 	// (nudges of single threads within a stop do not count).
@@ -90,15 +98,21 @@ type Result struct {
 type pauses struct {
 	n              int
 	longest, total time.Duration
+	one            time.Duration // stops of one thread alone
+	commit         int64         // proc.MonoNow() at the commit
 }
 
-// ended records the stop that pr just ended (by Resume or Detach).
+// ended records the stop of every thread that pr just ended (by Resume,
+// Detach or DetachAllBut).
 func (ps *pauses) ended(pr *proc.Process) {
 	d := pr.StoppedFor()
 	ps.n++
 	ps.total += d
 	ps.longest = max(ps.longest, d)
 }
+
+// endedOne records a stop of one thread alone that pr just ended.
+func (ps *pauses) endedOne(pr *proc.Process) { ps.one += pr.StoppedFor() }
 
 // span is an address range with a name, for the safety check.
 type span struct {
@@ -175,6 +189,9 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 		return nil, err
 	}
 	defer v.close()
+	// The unwind tables (the .eh_frame of every object) load meanwhile:
+	// the commit stop needs them; nothing before it does.
+	unw := loadUnwinder(pid, v.objs)
 	pl, err := prepare(p, v)
 	if err != nil {
 		return nil, fmt.Errorf("pid %d: patch %s: %w", pid, p.Name, err)
@@ -206,7 +223,7 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 		r.Patches = append(append([]Applied(nil), others...), w)
 		return s.save(&r)
 	}
-	a, attempts, err := install(pid, v, pl, p, old, spans, opts, &ps, intent)
+	a, attempts, err := install(pid, v, pl, p, old, spans, unw, opts, &ps, intent)
 	if a == nil {
 		// Nothing changed: the record as it was (the intent, if written,
 		// is replaced).
@@ -219,7 +236,7 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 		err = fmt.Errorf("pid %d patched with %s, but: %w", pid, p.Name, err)
 	}
 	a.Pause = ps.longest
-	res := &Result{Pid: pid, Patch: p.Name, Pause: ps.longest, Stopped: ps.total, Stops: ps.n, Attempts: attempts, Region: a.Region}
+	res := &Result{Pid: pid, Patch: p.Name, Pause: ps.longest, Stopped: ps.total, Stops: ps.n, OneThread: ps.one, Attempts: attempts, Region: a.Region, CommitMono: ps.commit}
 	if old != nil {
 		res.Replaced = old.Name
 		rec.Kept = append(rec.Kept, keptOf(*old)...)
@@ -386,27 +403,31 @@ type jump struct {
 	r   Redirect
 }
 
-// install applies the plan to pid in separate short stops, each one
-// request to the tracer thread (proc.Run), so that no stop does more than
-// one kind of work:
+// install applies the plan to pid, stopping every thread only once (if
+// the safety check passes at once), each stop one request to the tracer
+// thread (proc.Run):
 //
-//  1. attach, map the region within reach of the target (and make its
-//     data part writable), resume; then, with the process running, link
-//     the image for that address and write it (the new code is not
-//     reachable before the jumps exist, so this is safe at any instant)
-//     and compute every jump;
-//  2. stop until the safety check passes (stopSafely), check that the
-//     entries still hold what was read in step 1, write the jumps, put
-//     back the entries of a replaced patch that the new one does not
-//     redirect, and detach;
-//  3. only when a lower level was replaced: stop again and unmap it.
+//  1. attach and stop one thread alone, a sleeping one if there is one
+//     (proc.AttachOptions.OneThread), the others running on: map the
+//     region within reach of the target (and make its data part
+//     writable) with syscalls injected in that thread, resume it; then,
+//     with the process running, link the image for that address and
+//     write it (the new code is not reachable before the jumps exist, so
+//     this is safe at any instant) and compute every jump;
+//  2. stop every thread until the safety check passes (stopSafely),
+//     check that the entries still hold what was read in step 1, write
+//     the jumps, put back the entries of a replaced patch that the new
+//     one does not redirect, and detach; when a lower level was
+//     replaced, every thread but one is detached, and that one unmaps
+//     the replaced code (which nothing can reach any more) before it is
+//     detached too.
 //
 // If the check never passes or anything fails before the jumps are
 // complete, the jumps written so far are restored and the region is
 // unmapped (in the stop at hand, or in a cleanup stop), so that the
 // process is exactly as before. An error with a non-nil Applied means the
 // patch is in place but something after the commit failed.
-func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, opts Options, ps *pauses, intent func(*Applied) error) (a *Applied, attempts int, err error) {
+func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, unw <-chan *unwinder, opts Options, ps *pauses, intent func(*Applied) error) (a *Applied, attempts int, err error) {
 	fail := func(err error) error {
 		return fmt.Errorf("pid %d: patch %s (process left unchanged): %w", pid, p.Name, err)
 	}
@@ -423,8 +444,9 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, o
 	// process) and only a writable data part needs an mprotect. The
 	// read-only data and slots thus share the r-x protection of the code.
 	var base uint64
-	pr, err := proc.AttachRun(pid, proc.AttachOptions{Timeout: opts.AttachTimeout}, func(pr *proc.Process) error {
+	pr, err := proc.AttachRun(pid, proc.AttachOptions{Timeout: opts.AttachTimeout, OneThread: true}, func(pr *proc.Process) error {
 		var err error
+		all := pr.Stopped() // the attach stopped every thread (rare fallback)
 		base, err = pr.MmapNearIn(maps, v.target.Start(), v.target.End(), pl.size, unix.PROT_READ|unix.PROT_EXEC)
 		if err != nil {
 			return fmt.Errorf("allocate %d bytes near %s: %w", pl.size, v.target.Path, err)
@@ -437,7 +459,11 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, o
 		if err := pr.Resume(); err != nil {
 			return err
 		}
-		ps.ended(pr)
+		if all {
+			ps.ended(pr)
+		} else {
+			ps.endedOne(pr)
+		}
 		return nil
 	})
 	if pr == nil {
@@ -508,7 +534,7 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, o
 	in := func(stop func(*proc.Process) error) error {
 		return pr.Run(func() error { return stop(pr) })
 	}
-	attempts, err = stopSafely(in, spans, newUnwinder(pid, v.objs), opts, ps, func() error {
+	attempts, err = stopSafely(in, spans, <-unw, opts, ps, func() error {
 		var cur [5]byte
 		for _, j := range jumps {
 			if err := pr.ReadMem(j.at, cur[:]); err != nil {
@@ -530,41 +556,56 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, o
 			u = append(u, func() error { return pr.WriteMem(r.At, jmpBytes(r.At, r.New)) })
 		}
 		committed = true
-		if old == nil {
+		ps.commit = proc.MonoNow()
+		if old == nil || old.Unmap == 0 {
 			if err := release(pr, ps); err != nil {
 				// The jumps are in place; the kernel detaches the rest.
 				return fmt.Errorf("detach: %w", err)
 			}
 			return nil
 		}
-		if err := pr.Resume(); err != nil {
-			return fmt.Errorf("resume: %w", err)
-		}
-		ps.ended(pr)
-		return nil
+		// The replaced patch is no longer referenced (the safety check
+		// covered its code): one thread unmaps it, the others run.
+		return unmapAfter(pr, ps, []Applied{*old}, "the replaced patch ")
 	})
 	if err != nil && !committed {
 		return nil, attempts, err
 	}
-	if err != nil || old == nil {
-		return a, attempts, err
-	}
-	// Stop 3: the replaced patch is no longer referenced (the safety
-	// check covered its code): unmap it.
-	err = pr.Run(func() error {
-		if err := pr.Stop(); err != nil {
-			return fmt.Errorf("stop to unmap the replaced patch %s: %w", old.Name, err)
-		}
-		var merr error
-		if old.Unmap > 0 {
-			merr = pr.Munmap(old.Region, old.Unmap)
-		}
-		if merr != nil {
-			merr = fmt.Errorf("unmap the replaced patch %s: %w", old.Name, merr)
-		}
-		return errors.Join(merr, release(pr, ps))
-	})
 	return a, attempts, err
+}
+
+// unmapAfter, in a stop of every thread after the commit, detaches all
+// threads but one, unmaps the code of the patches sel with that one and
+// detaches it: code that nothing refers to any more can go while the
+// rest of the process runs.
+func unmapAfter(pr *proc.Process, ps *pauses, sel []Applied, what string) error {
+	if err := pr.DetachAllBut(pr.Pid()); err != nil {
+		return fmt.Errorf("detach: %w", err)
+	}
+	ps.ended(pr)
+	var merr error
+	for _, a := range sel {
+		if a.Unmap == 0 {
+			continue
+		}
+		if err := pr.Munmap(a.Region, a.Unmap); err != nil {
+			merr = errors.Join(merr, fmt.Errorf("unmap %s%s: %w", what, a.Name, err))
+		}
+	}
+	err := pr.Detach()
+	if !errors.Is(err, proc.ErrDetached) {
+		ps.endedOne(pr)
+	} else {
+		err = nil
+	}
+	return errors.Join(merr, err)
+}
+
+// loadUnwinder builds the unwinder of objs in the background.
+func loadUnwinder(pid int, objs []proc.Object) <-chan *unwinder {
+	c := make(chan *unwinder, 1)
+	go func() { c <- newUnwinder(pid, objs) }()
+	return c
 }
 
 // planJumps reads the entries of the functions to redirect (the process
@@ -723,6 +764,15 @@ func unpatchLocked(s *store, pid int, name string, opts Options) ([]*Result, err
 		}
 		return nil, fmt.Errorf("pid %d has no patch named %s: %w", pid, name, ErrNotApplied)
 	}
+	// The unwind tables load while the intent is written.
+	var unw <-chan *unwinder
+	if objs, err := proc.Objects(pid); err == nil {
+		unw = loadUnwinder(pid, objs)
+	} else {
+		none := make(chan *unwinder, 1)
+		none <- nil
+		unw = none
+	}
 	var spans []span
 	for _, a := range sel {
 		spans = append(spans, span{a.Region, a.Region + a.TextEnd, "patch " + a.Name})
@@ -739,7 +789,7 @@ func unpatchLocked(s *store, pid int, name string, opts Options) ([]*Result, err
 	if err := s.save(&intent); err != nil {
 		return nil, fmt.Errorf("pid %d: unpatch (process left unchanged): %w", pid, err)
 	}
-	attempts, committed, err := remove(pid, sel, spans, opts, &ps)
+	attempts, committed, err := remove(pid, sel, spans, unw, opts, &ps)
 	if !committed {
 		if serr := s.save(rec); serr != nil {
 			err = errors.Join(err, serr)
@@ -753,7 +803,7 @@ func unpatchLocked(s *store, pid int, name string, opts Options) ([]*Result, err
 	serr := s.save(rec)
 	var res []*Result
 	for _, a := range sel {
-		res = append(res, &Result{Pid: pid, Patch: a.Name, Pause: ps.longest, Stopped: ps.total, Stops: ps.n, Attempts: attempts, Region: a.Region})
+		res = append(res, &Result{Pid: pid, Patch: a.Name, Pause: ps.longest, Stopped: ps.total, Stops: ps.n, OneThread: ps.one, Attempts: attempts, Region: a.Region, CommitMono: ps.commit})
 	}
 	if err := errors.Join(err, serr); err != nil {
 		return res, fmt.Errorf("pid %d: unpatched, but: %w", pid, err)
@@ -761,12 +811,13 @@ func unpatchLocked(s *store, pid int, name string, opts Options) ([]*Result, err
 	return res, nil
 }
 
-// remove takes the patches sel out of pid in two short stops: the first
-// (repeated until the safety check passes) checks and restores every
-// entry, the second unmaps the regions, which nothing refers to any more.
+// remove takes the patches sel out of pid in one stop of every thread
+// (repeated until the safety check passes), which checks and restores
+// every entry; then one thread alone unmaps the regions' code, which
+// nothing refers to any more, while the others run (unmapAfter).
 // committed reports that the entries were restored; an error then
 // concerns only the unmapping.
-func remove(pid int, sel []Applied, spans []span, opts Options, ps *pauses) (attempts int, committed bool, err error) {
+func remove(pid int, sel []Applied, spans []span, unw <-chan *unwinder, opts Options, ps *pauses) (attempts int, committed bool, err error) {
 	// The first stop is the attach itself.
 	var pr *proc.Process
 	in := func(stop func(*proc.Process) error) error {
@@ -779,11 +830,7 @@ func remove(pid int, sel []Applied, spans []span, opts Options, ps *pauses) (att
 		})
 		return err
 	}
-	var unw *unwinder
-	if objs, err := proc.Objects(pid); err == nil {
-		unw = newUnwinder(pid, objs)
-	}
-	attempts, err = stopSafely(in, spans, unw, opts, ps, func() error {
+	attempts, err = stopSafely(in, spans, <-unw, opts, ps, func() error {
 		var u undo
 		for _, a := range sel {
 			for _, r := range a.Funcs {
@@ -797,11 +844,15 @@ func remove(pid int, sel []Applied, spans []span, opts Options, ps *pauses) (att
 			}
 		}
 		committed = true
-		if err := pr.Resume(); err != nil {
-			return err
+		ps.commit = proc.MonoNow()
+		unmap := false
+		for _, a := range sel {
+			unmap = unmap || a.Unmap > 0
 		}
-		ps.ended(pr)
-		return nil
+		if !unmap {
+			return release(pr, ps)
+		}
+		return unmapAfter(pr, ps, sel, "patch ")
 	})
 	if err != nil {
 		if committed || pr == nil {
@@ -809,22 +860,7 @@ func remove(pid int, sel []Applied, spans []span, opts Options, ps *pauses) (att
 		}
 		return attempts, false, errors.Join(err, release(pr, ps))
 	}
-	err = pr.Run(func() error {
-		if err := pr.Stop(); err != nil {
-			return fmt.Errorf("stop to unmap: %w", err)
-		}
-		var merr error
-		for _, a := range sel {
-			if a.Unmap == 0 {
-				continue
-			}
-			if err := pr.Munmap(a.Region, a.Unmap); err != nil {
-				merr = errors.Join(merr, fmt.Errorf("unmap patch %s: %w", a.Name, err))
-			}
-		}
-		return errors.Join(merr, release(pr, ps))
-	})
-	return attempts, true, err
+	return attempts, true, nil
 }
 
 // release detaches pr if it is still attached (stopped or running) and

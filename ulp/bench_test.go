@@ -14,15 +14,17 @@ import (
 
 // BenchmarkPause applies and removes a one-function patch (value() of
 // testdata/workers) in a target whose N threads call value() in a loop
-// and record the longest gap between two calls. Apply stops the process
-// more than once (map and fill the memory; safety check and jumps); the
-// pause the target's threads experience is the longest single stop, the
-// cost to the process is the sum. Metrics, medians over the iterations:
+// and record the longest gap between two calls. Apply stops one thread
+// alone to map the memory (the others run) and every thread once per
+// safety check (normally once) to write the jumps; the pause the target's
+// threads experience is the longest stop of every thread. Metrics,
+// medians over the iterations:
 //
 //	tool-pause-µs    the longest single stop of one Apply, first thread
 //	                 stopped to last thread resumed (ulp.Result.Pause)
 //	total-stopped-µs all stops of one Apply added up (ulp.Result.Stopped)
-//	stops            stops per Apply (ulp.Result.Stops)
+//	stops            stops of every thread per Apply (ulp.Result.Stops)
+//	one-thread-µs    one thread alone stopped (ulp.Result.OneThread)
 //	target-gap-µs    the longest gap any thread saw while the patch was applied
 //	baseline-gap-µs  the longest gap over an equally long window without patching
 //	gap-ratio        target-gap / baseline-gap
@@ -39,7 +41,7 @@ func BenchmarkPause(b *testing.B) {
 			tg := start(b, nil, res.OrigTarget, "gap", strconv.Itoa(threads))
 			opts := ulp.Options{StateDir: b.TempDir()}
 			time.Sleep(50 * time.Millisecond)
-			var pauses, totals, gaps, base, bare []time.Duration
+			var pauses, totals, gaps, base, bare, ones []time.Duration
 			stops := 0
 			for i := 0; i < b.N; i++ {
 				tg.ask("z")
@@ -53,6 +55,7 @@ func BenchmarkPause(b *testing.B) {
 				gaps = append(gaps, gapOf(b, tg))
 				pauses = append(pauses, r.Pause)
 				totals = append(totals, r.Stopped)
+				ones = append(ones, r.OneThread)
 				stops += r.Stops
 				b.StopTimer()
 				if _, err := ulp.Unpatch(tg.pid, "", opts); err != nil {
@@ -77,6 +80,7 @@ func BenchmarkPause(b *testing.B) {
 			b.ReportMetric(float64(mp.Microseconds()), "tool-pause-µs")
 			b.ReportMetric(float64(mt.Microseconds()), "total-stopped-µs")
 			b.ReportMetric(float64(stops)/float64(b.N), "stops")
+			b.ReportMetric(float64(med(ones).Microseconds()), "one-thread-µs")
 			b.ReportMetric(float64(mg.Microseconds()), "target-gap-µs")
 			b.ReportMetric(float64(mb.Microseconds()), "baseline-gap-µs")
 			if mb > 0 {

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 
 	"github.com/livefix/livefix/elfobj"
 )
@@ -202,10 +201,22 @@ func WriteFile(path string, p *Patch) error {
 	return nil
 }
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
-
-// ValidName reports whether s can name a patch.
-func ValidName(s string) bool { return nameRE.MatchString(s) }
+// ValidName reports whether s can name a patch: 1 to 128 of
+// [A-Za-z0-9._+-], beginning with a letter or digit. (Checked by hand,
+// not by a regexp compiled at init: livefix's cold start counts.)
+func ValidName(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+		if !alnum && (i == 0 || c != '.' && c != '_' && c != '+' && c != '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // Validate checks the structural invariants of a patch.
 func (p *Patch) Validate() error {

@@ -3,9 +3,7 @@ package ulp
 import (
 	"context"
 	"errors"
-	"os"
 	"sort"
-	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -21,7 +19,8 @@ type WatchOptions struct {
 	Scan time.Duration
 	// Report receives every apply Watch attempted: a result or an error,
 	// and for a process that exec'd, the time from the kernel's exec
-	// event to the end of the apply (0 when a scan found the process).
+	// event (its timestamp) to the commit of the apply (the jumps written,
+	// Result.CommitMono): 0 when a scan found the process.
 	Report func(pid int, p *Patch, res *Result, err error, sinceExec time.Duration)
 	// Ready, if set, is called once the first scan is done and events are
 	// being received.
@@ -43,13 +42,7 @@ func Watch(ctx context.Context, patches []*Patch, wo WatchOptions) error {
 	// Promptness on a loaded host: every thread of the watcher at nice
 	// -10 (threads created later inherit it), best effort (needs
 	// CAP_SYS_NICE).
-	if ents, err := os.ReadDir("/proc/self/task"); err == nil {
-		for _, e := range ents {
-			if tid, err := strconv.Atoi(e.Name()); err == nil {
-				unix.Setpriority(unix.PRIO_PROCESS, tid, -10)
-			}
-		}
-	}
+	RaisePriority(-10)
 	ev, err := proc.ListenEvents()
 	if err != nil {
 		return err
@@ -71,11 +64,26 @@ func Watch(ctx context.Context, patches []*Patch, wo WatchOptions) error {
 		}
 	}()
 	execs := map[int]int64{} // pid -> its recent exec event (CLOCK_MONOTONIC)
+	// Every exec on the host is checked several times: a process that
+	// maps no target is dismissed by its maps and remembered build-ids
+	// alone, without Apply's lock, record and ELF reading, so that a
+	// host running builds (hundreds of execs a second) does not delay the
+	// process that matters.
+	var ids [][]byte
+	for _, p := range patches {
+		if id, err := p.BuildID(); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	var matcher proc.Matcher
 	try := func(pid int, execMono int64) {
 		if execMono == 0 {
 			execMono = execs[pid]
 		}
 		if pid == 1 && !wo.IncludeInit {
+			return
+		}
+		if ok, err := matcher.Maps(pid, ids); err != nil || !ok {
 			return
 		}
 		for _, p := range patches {
@@ -85,8 +93,12 @@ func Watch(ctx context.Context, patches []*Patch, wo WatchOptions) error {
 			}
 			if wo.Report != nil {
 				var since time.Duration
+				done := proc.MonoNow()
+				if res != nil && res.CommitMono != 0 {
+					done = res.CommitMono
+				}
 				if execMono != 0 {
-					since = time.Duration(proc.MonoNow() - execMono)
+					since = time.Duration(done - execMono)
 				} else if age, ok := processAge(pid); ok && age < time.Second {
 					since = age // found by a scan before its exec event
 				}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,7 +17,25 @@ import (
 	"github.com/livefix/livefix/ulp"
 )
 
-const watchSynopsis = "watch [--scan D] [--include-init] [--timeout D] PATCH.lfp..."
+const watchSynopsis = "watch [--scan D] [--include-init] [--timeout D] [--json] PATCH.lfp..."
+
+// watchEvent is one line of `watch --json`.
+type watchEvent struct {
+	// Watching is set once, when the first scan is done and exec events
+	// are being received: the number of patches watched.
+	Watching int    `json:"watching,omitempty"`
+	Pid      int    `json:"pid,omitempty"`
+	Patch    string `json:"patch,omitempty"`
+	// PauseMS is the longest stop of the process.
+	PauseMS float64 `json:"pause_ms,omitempty"`
+	// SinceExecMS is the time from the kernel's exec event (its own
+	// timestamp, from the process-event connector) to the commit of the
+	// patch: the jumps written. 0 if a scan found the process first.
+	SinceExecMS float64 `json:"since_exec_ms,omitempty"`
+	// CommitMono is when the jumps were written, CLOCK_MONOTONIC ns.
+	CommitMono int64  `json:"commit_mono_ns,omitempty"`
+	Error      string `json:"error,omitempty"`
+}
 
 // processWatch applies the given patches to every process that maps
 // their targets, now and whenever one starts (exec) or maps a target
@@ -26,6 +45,7 @@ func processWatch(args []string, stdout, stderr io.Writer) int {
 	scan := fs.Duration("scan", 100*time.Millisecond, "period of the scan for targets mapped late (dlopen) or missed events")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long each apply waits for the process to leave the code being replaced")
 	includeInit := fs.Bool("include-init", false, "patch pid 1 too")
+	asJSON := fs.Bool("json", false, "print one JSON object per event")
 	pos, err := cli.Parse(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
@@ -60,6 +80,17 @@ func processWatch(args []string, stdout, stderr io.Writer) int {
 		Report: func(pid int, p *ulp.Patch, r *ulp.Result, err error, since time.Duration) {
 			mu.Lock()
 			defer mu.Unlock()
+			if *asJSON {
+				ev := watchEvent{Pid: pid, Patch: p.Name, SinceExecMS: float64(since) / float64(time.Millisecond)}
+				if r != nil {
+					ev.PauseMS, ev.CommitMono = float64(r.Pause)/float64(time.Millisecond), r.CommitMono
+				}
+				if err != nil {
+					ev.Error = err.Error()
+				}
+				json.NewEncoder(stdout).Encode(ev)
+				return
+			}
 			if err != nil {
 				fmt.Fprintf(stderr, "livefix process watch: pid %d: %s: %v\n", pid, p.Name, err)
 				return
@@ -73,6 +104,10 @@ func processWatch(args []string, stdout, stderr io.Writer) int {
 		Ready: func() {
 			mu.Lock()
 			defer mu.Unlock()
+			if *asJSON {
+				json.NewEncoder(stdout).Encode(watchEvent{Watching: len(patches)})
+				return
+			}
 			fmt.Fprintf(stdout, "watching for processes mapping the targets of %d patch(es)\n", len(patches))
 		},
 	}

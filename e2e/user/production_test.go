@@ -209,6 +209,14 @@ func TestProductionBinary(t *testing.T) {
 		if rc != 0 || !strings.Contains(out, "symbols from "+moved) {
 			t.Fatalf("livefix-build: exit %d", rc)
 		}
+		// Applying needs no debug file (the patch records every
+		// address): with none anywhere, the patch still applies.
+		os.Remove(moved)
+		hidden := dbg + ".hidden"
+		if err := os.Rename(dbg, hidden); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Rename(hidden, dbg) })
 		cycle(t, deploy, lfp)
 		// A debug file of another build is refused.
 		other := prodTree(t, "other")

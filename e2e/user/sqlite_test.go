@@ -22,7 +22,7 @@ const (
 	newMessage = `sqlite3_result_error(context, "integer overflow: abs(-9223372036854775808) has no 64-bit result", -1);`
 )
 
-func require(t *testing.T) {
+func require(t testing.TB) {
 	t.Helper()
 	fail := t.Skipf
 	if os.Getenv("LIVEFIX_REQUIRE_VM") == "1" {

@@ -2,34 +2,41 @@ package user
 
 import (
 	"bufio"
-	"fmt"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
+	"runtime"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/livefix/livefix/internal/e2etest"
+	"golang.org/x/sys/unix"
 )
 
-// TestWatch: processes started after `livefix process watch` began are
-// patched within 200 ms of their exec (issue 10, acceptance 7; the median
-// of 5, none over 1 s), through the exec events (the scan period is 10 s),
-// and one that already ran when it started is patched by its first scan.
-// LIVEFIX_WATCH_BOUND_MS overrides the bound.
+// TestWatch: every process started after `livefix process watch` began
+// is patched within 200 ms of its exec (issue 10, acceptance 7), through
+// the exec events (the scan period is 10 s), and one that already ran
+// when it started is patched by its first scan. The time is the
+// watcher's own record, not a clock racing the test: from the kernel's
+// timestamp of the exec event (process-event connector) to the moment
+// the jumps were written (watch --json: since_exec_ms, commit_mono_ns),
+// checked against the kernel's and the test's own CLOCK_MONOTONIC
+// readings around the start. The late processes run at nice 0, as a
+// service would, whatever nice the test itself runs at.
+// LIVEFIX_WATCH_ROUNDS sets the number of late processes (default 10).
 func TestWatch(t *testing.T) {
 	require(t)
 	livefix, livefixBuild := e2etest.Tools(t)
-	bound := 200 * time.Millisecond
-	if s := os.Getenv("LIVEFIX_WATCH_BOUND_MS"); s != "" {
-		ms, err := strconv.Atoi(s)
-		if err != nil {
-			t.Fatalf("LIVEFIX_WATCH_BOUND_MS=%q", s)
+	const bound = 200 * time.Millisecond
+	rounds := 10
+	if s := os.Getenv("LIVEFIX_WATCH_ROUNDS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			t.Fatalf("LIVEFIX_WATCH_ROUNDS=%q", s)
 		}
-		bound = time.Duration(ms) * time.Millisecond
+		rounds = n
 	}
 	src, _ := filepath.Abs(filepath.Join("..", "..", "ulp", "testdata", "life"))
 	patch, _ := filepath.Abs(filepath.Join("..", "..", "ulp", "testdata", "patches", "life.patch"))
@@ -49,7 +56,7 @@ func TestWatch(t *testing.T) {
 
 	// A long scan period: the processes started later can only be
 	// patched in time through the exec events.
-	w := exec.Command(livefix, "process", "watch", "--scan", "10s", lfp)
+	w := exec.Command(livefix, "process", "watch", "--json", "--scan", "10s", lfp)
 	w.Env = append(os.Environ(), "LIVEFIX_STATE_DIR="+t.TempDir())
 	w.Stderr = os.Stderr
 	out, _ := w.StdoutPipe()
@@ -57,66 +64,102 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.Process.Kill(); w.Wait() })
-	lines := make(chan string, 16)
+	type event struct {
+		Watching    int
+		Pid         int
+		Patch       string
+		PauseMS     float64 `json:"pause_ms"`
+		SinceExecMS float64 `json:"since_exec_ms"`
+		CommitMono  int64   `json:"commit_mono_ns"`
+		Error       string
+	}
+	events := make(chan event, 16)
 	go func() {
+		defer close(events)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			lines <- sc.Text()
+			var e event
+			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+				t.Errorf("watch --json: %q: %v", sc.Text(), err)
+				return
+			}
+			events <- e
 		}
-		close(lines)
 	}()
-	waitLine := func(want string, within time.Duration) (string, time.Time) {
+	// next returns the next event about pid (0: the ready event).
+	next := func(pid int) event {
 		t.Helper()
-		deadline := time.After(within)
+		deadline := time.After(10 * time.Second)
 		for {
 			select {
-			case l, ok := <-lines:
+			case e, ok := <-events:
 				if !ok {
-					t.Fatalf("watch exited while waiting for %q", want)
+					t.Fatalf("watch exited while waiting for pid %d", pid)
 				}
-				t.Logf("watch: %s", l)
-				if strings.Contains(l, want) {
-					return l, time.Now()
+				t.Logf("watch: %+v", e)
+				if e.Error != "" {
+					t.Fatalf("watch: pid %d: %s", e.Pid, e.Error)
+				}
+				if e.Pid == pid {
+					return e
 				}
 			case <-deadline:
-				t.Fatalf("no %q from watch within %v", want, within)
+				t.Fatalf("nothing about pid %d from watch within 10s", pid)
 			}
 		}
 	}
-	waitLine("pid "+early.pid+": patched with life", 10*time.Second)
-	waitLine("watching", 10*time.Second)
+	if e := next(early.cmd.Process.Pid); e.Patch != "life" {
+		t.Fatalf("the process running before watch: %+v", e)
+	}
+	next(0) // watching
 	if got := early.ask("v"); got != "17" {
 		t.Fatalf("the process running before watch: v = %s", got)
 	}
 	var took []time.Duration
-	for round := 0; round < 5; round++ {
-		late := startLife(t, bin)
-		l, _ := waitLine("pid "+late.pid+": patched with life", 10*time.Second)
-		// Measured by the watcher from the kernel's exec event.
-		_, after, ok := strings.Cut(l, "longest stop ")
-		var stop, ms float64
-		if !ok || !strings.Contains(after, "after its exec") {
-			t.Fatalf("round %d: %q does not say when, after the exec", round, l)
+	for round := 0; round < rounds; round++ {
+		before := monoNow()
+		late := startAtNice0(t, bin)
+		e := next(late.cmd.Process.Pid)
+		d := time.Duration(e.SinceExecMS * float64(time.Millisecond))
+		// The exec event lies between the start of the command and the
+		// commit; a report the clocks contradict is a failure too.
+		execAt := e.CommitMono - d.Nanoseconds()
+		if e.SinceExecMS <= 0 || execAt < before-int64(time.Millisecond) || e.CommitMono > monoNow() {
+			t.Fatalf("round %d: %+v: exec at %d, the command started at %d: the times do not fit", round, e, execAt, before)
 		}
-		if _, err := fmt.Sscanf(after, "%f ms, %f ms after its exec", &stop, &ms); err != nil {
-			t.Fatalf("%q: %v", l, err)
-		}
-		d := time.Duration(ms * float64(time.Millisecond))
 		t.Logf("round %d: patched %v after the exec", round, d)
 		took = append(took, d)
 		if got := late.ask("v"); got != "17" {
-			t.Fatalf("v = %s", got)
+			t.Fatalf("round %d: v = %s", round, got)
 		}
 	}
-	// The bound holds for the median; a single round on an overloaded
-	// machine (the target's threads waiting for a CPU to reach their
-	// stop) may take longer, but never 5 times as long.
-	sorted := slices.Clone(took)
-	slices.Sort(sorted)
-	if med := sorted[len(sorted)/2]; med > bound {
-		t.Fatalf("median %v after the exec (rounds %v), want at most %v", med, took, bound)
+	for i, d := range took {
+		if d > bound {
+			t.Errorf("round %d: patched %v after the exec, want at most %v (all rounds: %v)", i, d, bound, took)
+		}
 	}
-	if worst := sorted[len(sorted)-1]; worst > 5*bound {
-		t.Fatalf("a round took %v after the exec (rounds %v), want at most %v", worst, took, 5*bound)
+}
+
+func monoNow() int64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
+
+// startAtNice0 starts bin (as startLife) at nice 0: the new process
+// inherits the nice of the thread that forks it, set for that.
+func startAtNice0(t *testing.T, bin string) *authd {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := unix.Gettid()
+	old, err := unix.Getpriority(unix.PRIO_PROCESS, tid) // 20 - nice
+	if err != nil {
+		t.Fatal(err)
 	}
+	if err := unix.Setpriority(unix.PRIO_PROCESS, tid, 0); err != nil {
+		t.Fatalf("nice 0 for the new process: %v", err)
+	}
+	defer unix.Setpriority(unix.PRIO_PROCESS, tid, 20-old)
+	return startLife(t, bin)
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"sync"
 
 	"github.com/livefix/livefix/buildid"
 )
@@ -206,4 +207,48 @@ func MappingProcesses(buildID []byte) ([]int, error) {
 		}
 	}
 	return out, nil
+}
+
+// Matcher tells quickly whether a process maps an object with one of a
+// few build-ids. It remembers the build-id of every file it has read (by
+// device, inode and path) across processes and calls, so a watcher
+// checking every process that execs reads only the new process's maps
+// for the files it has seen before (most execs on a host are of the same
+// few programs). A file rewritten in place under the same inode keeps its
+// old answer: use it as a filter before a check that reads the file
+// itself (as ulp.Apply does), with an occasional full scan.
+type Matcher struct {
+	mu    sync.Mutex
+	cache infoCache
+}
+
+// matcherMax bounds the files a Matcher remembers.
+const matcherMax = 4096
+
+// Maps reports whether pid maps an object with one of ids.
+func (mt *Matcher) Maps(pid int, ids [][]byte) (bool, error) {
+	maps, err := ReadMaps(pid)
+	if err != nil {
+		return false, err
+	}
+	mt.mu.Lock()
+	defer mt.mu.Unlock()
+	if mt.cache == nil || len(mt.cache) > matcherMax {
+		mt.cache = infoCache{}
+	}
+	for i, m := range maps {
+		if !m.FileBacked() || i > 0 && maps[i-1].Inode == m.Inode && maps[i-1].Dev == m.Dev && maps[i-1].Path == m.Path {
+			continue
+		}
+		info := mt.cache.get(pid, m)
+		if info.err != nil {
+			continue
+		}
+		for _, id := range ids {
+			if bytes.Equal(info.buildID, id) {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }

@@ -987,3 +987,70 @@ func reportPauses(b *testing.B, pauses []time.Duration) {
 	b.ReportMetric(float64(pauses[len(pauses)/2].Microseconds()), "median-pause-µs")
 	b.ReportMetric(float64(pauses[len(pauses)*99/100].Microseconds()), "p99-pause-µs")
 }
+
+// TestStopOne: an attach with OneThread and StopOne stop a sleeping
+// thread (the main thread, blocked in read) alone while the others run,
+// an injected syscall works there, Stop then stops every thread, and
+// DetachAllBut lets all but one go.
+func TestStopOne(t *testing.T) {
+	tg := startTarget(t, buildTarget(t), "4")
+	stoppedOnly := func(want int) {
+		t.Helper()
+		for tid, st := range threadStates(t, tg.pid) {
+			if stopped := st == 't'; stopped != (want == 0 || tid == want) {
+				t.Errorf("thread %d state %c (want only %d stopped; 0: all)", tid, st, want)
+			}
+		}
+	}
+	p, err := AttachRun(tg.pid, AttachOptions{Timeout: 5 * time.Second, OneThread: true}, func(p *Process) error {
+		stoppedOnly(tg.pid)
+		if p.Stopped() {
+			t.Error("Stopped() in a one-thread stop")
+		}
+		r, err := p.Syscall(unix.SYS_GETPID)
+		if err != nil || int(r) != tg.pid {
+			t.Errorf("getpid in the target = %d, %v", r, err)
+		}
+		return p.Resume()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Detach() })
+	if got := len(p.Threads()); got != 5 {
+		t.Fatalf("Threads() = %v, want 5 seized", p.Threads())
+	}
+	if err := p.StopOne(); err != nil {
+		t.Fatal(err)
+	}
+	stoppedOnly(tg.pid)
+	if err := p.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	stoppedOnly(0)
+	if !p.Stopped() {
+		t.Error("not Stopped() after Stop")
+	}
+	if err := p.DetachAllBut(tg.pid); err != nil {
+		t.Fatal(err)
+	}
+	if p.StoppedFor() <= 0 {
+		t.Errorf("StoppedFor() = %v after DetachAllBut: want the stop of every thread", p.StoppedFor())
+	}
+	stoppedOnly(tg.pid)
+	if _, err := p.Syscall(unix.SYS_GETPID); err != nil {
+		t.Error(err)
+	}
+	mustDetach(t, p)
+	for tid, st := range threadStates(t, tg.pid) {
+		if st == 't' || st == 'T' {
+			t.Errorf("thread %d still stopped (%c) after detach", tid, st)
+		}
+	}
+	if got := tg.ask("value"); got != "value 7" {
+		t.Fatalf("after detach the target says %q", got)
+	}
+}

@@ -25,6 +25,9 @@ type AttachOptions struct {
 	// runs at nice -20 (if permitted) to keep stop-the-world pauses short
 	// when the target has more runnable threads than there are CPUs.
 	NoBoost bool
+	// OneThread makes the attach stop only one thread (see StopOne); the
+	// others are seized but keep running.
+	OneThread bool
 }
 
 const (
@@ -77,6 +80,7 @@ type Process struct {
 	mu        sync.Mutex // guards the fields below
 	tids      []int
 	stopped   bool
+	partial   bool // the stop holds one thread only (StopOne)
 	detached  bool
 	stopStart time.Time
 	lastPause time.Duration
@@ -270,20 +274,22 @@ func (p *Process) Threads() []int {
 	return append([]int(nil), p.tids...)
 }
 
-// Stopped reports whether all threads are currently stopped.
+// Stopped reports whether all threads are currently stopped (not so in a
+// stop of one thread, StopOne).
 func (p *Process) Stopped() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.stopped && !p.detached
+	return p.stopped && !p.detached && !p.partial
 }
 
 // StoppedFor returns, while stopped, the time since the stop began (the
-// first interrupt); once resumed or detached, the length of the last pause
-// (first interrupt to last thread restarted).
+// first interrupt); once resumed or detached, and during a stop of one
+// thread alone (StopOne, DetachAllBut), the length of the last stop that
+// ended (first interrupt to last thread restarted).
 func (p *Process) StoppedFor() time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.stopped && !p.detached {
+	if p.stopped && !p.detached && !p.partial {
 		return time.Since(p.stopStart)
 	}
 	return p.lastPause
@@ -312,6 +318,7 @@ func (p *Process) endStop(detached bool) {
 		p.lastPause = time.Since(p.stopStart)
 	}
 	p.stopped = false
+	p.partial = false
 	p.detached = p.detached || detached
 	p.mu.Unlock()
 }
@@ -355,18 +362,38 @@ func (p *Process) attach() error {
 	if f, err := os.Open(fmt.Sprintf("/proc/%d/maps", p.pid)); err == nil {
 		p.mapsFile = f
 	}
-	p.beginStop()
 	tids, err := tasks(p.pid)
 	if err != nil {
 		return fmt.Errorf("attach: %w", err)
 	}
-	for _, tid := range tids {
-		if _, err := p.seize(tid); err != nil {
+	if p.opts.OneThread {
+		// Seize them all, stop one (Resume ends it, Stop stops all).
+		// Threads created meanwhile are seized by the next Stop.
+		for _, tid := range tids {
+			if _, err := p.seize(tid, false); err != nil {
+				return err
+			}
+		}
+		p.syncThreads()
+		if p.mem != nil && p.threads[p.pid] != nil {
+			return p.stopOne()
+		}
+		// Rare (the memory could not be opened before seizing, or the
+		// main thread has exited): the general path, all threads stopped.
+		p.running = true
+		if err := p.stopRunning(); err != nil {
 			return err
 		}
-	}
-	if err := p.settle(); err != nil {
-		return err
+	} else {
+		p.beginStop()
+		for _, tid := range tids {
+			if _, err := p.seize(tid, true); err != nil {
+				return err
+			}
+		}
+		if err := p.settle(); err != nil {
+			return err
+		}
 	}
 	if p.mem == nil || p.threads[p.pid] == nil {
 		// Open the memory through a live seized thread: if the main
@@ -398,9 +425,10 @@ func (p *Process) attach() error {
 	return nil
 }
 
-// seize attaches to one thread and asks it to stop. A thread that exits
-// first is skipped; added reports whether the thread is now ours.
-func (p *Process) seize(tid int) (added bool, err error) {
+// seize attaches to one thread and, if stop, asks it to stop. A thread
+// that exits first is skipped; added reports whether the thread is now
+// ours.
+func (p *Process) seize(tid int, stop bool) (added bool, err error) {
 	if p.zombies[tid] {
 		return false, nil
 	}
@@ -421,6 +449,9 @@ func (p *Process) seize(tid int) (added bool, err error) {
 		return false, fmt.Errorf("attach to thread %d of pid %d: %w", tid, p.pid, err)
 	}
 	p.threads[tid] = &thread{tid: tid}
+	if !stop {
+		return true, nil
+	}
 	if err := ptrace(unix.PTRACE_INTERRUPT, tid, 0, 0); err != nil {
 		delete(p.threads, tid) // died between the two calls
 		return false, nil
@@ -475,7 +506,7 @@ func (p *Process) settle() error {
 			if p.threads[tid] != nil {
 				continue
 			}
-			added, err := p.seize(tid)
+			added, err := p.seize(tid, true)
 			if err != nil {
 				return err
 			}
@@ -743,6 +774,134 @@ func (p *Process) stopRunning() error {
 	return nil
 }
 
+// StopOne stops a single thread of the running process: one that sleeps
+// in the kernel if there is one (the main thread preferred), else the
+// main thread. The others keep running. That is enough for injected
+// syscalls (Syscall, MmapNearIn, Munmap ...) that no other thread needs
+// to be held for: mapping memory nothing refers to yet, unmapping memory
+// nothing refers to any more. Resume ends the stop; Stop (or StopStacks)
+// stops every thread. On failure the process is detached.
+func (p *Process) StopOne() error {
+	return p.do(func() error {
+		if !p.running {
+			return nil
+		}
+		if err := p.stopOne(); err != nil {
+			p.release()
+			return err
+		}
+		return nil
+	})
+}
+
+func (p *Process) stopOne() error {
+	p.collect()
+	t := p.threads[quietThread(p.pid, p.Threads())]
+	if t == nil {
+		return p.stopRunning()
+	}
+	p.running = false
+	p.beginStop()
+	if !t.stopped {
+		if err := ptrace(unix.PTRACE_INTERRUPT, t.tid, 0, 0); err != nil {
+			delete(p.threads, t.tid)
+			p.syncThreads()
+			return fmt.Errorf("stop thread %d of pid %d: %w", t.tid, p.pid, ErrNoProcess)
+		}
+	}
+	if err := p.waitFor(func() bool { return t.stopped || p.threads[t.tid] == nil }, "a thread to stop"); err != nil {
+		return err
+	}
+	if p.threads[t.tid] == nil {
+		p.syncThreads()
+		return fmt.Errorf("stop thread %d of pid %d: %w", t.tid, p.pid, ErrNoProcess)
+	}
+	p.mu.Lock()
+	p.stopped, p.partial = true, true
+	p.mu.Unlock()
+	return nil
+}
+
+// quietThread picks among tids the thread to stop alone: the main thread
+// (pid) if it sleeps, else the lowest sleeping one, else the main thread,
+// else the lowest. Stopping a sleeping thread costs the others nothing
+// and that thread only the delay of its wake-up.
+func quietThread(pid int, tids []int) int {
+	if len(tids) == 0 {
+		return 0
+	}
+	best, main := 0, false
+	for _, tid := range tids {
+		if tid == pid {
+			main = true
+		}
+		if sleeping(pid, tid) && (best == 0 || tid == pid || best != pid && tid < best) {
+			best = tid
+		}
+	}
+	switch {
+	case best != 0:
+		return best
+	case main:
+		return pid
+	}
+	return tids[0]
+}
+
+// sleeping reports whether the thread sleeps in the kernel (state S or D
+// in /proc/PID/task/TID/stat).
+func sleeping(pid, tid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && (s[i+2] == 'S' || s[i+2] == 'D')
+}
+
+// DetachAllBut ends the stop of every thread but tid (the main thread if
+// tid is not a stopped thread), detaching them, and keeps tid stopped
+// alone: a one-thread stop as StopOne makes, for injected syscalls that
+// need no other thread held (unmapping code nothing refers to any more),
+// which Detach ends. StoppedFor then reports the stop that ended for the
+// others. Signals owed to the detached threads are delivered.
+func (p *Process) DetachAllBut(tid int) error {
+	return p.do(func() error {
+		if p.running {
+			return fmt.Errorf("pid %d: %w", p.pid, ErrRunning)
+		}
+		keep := p.threads[tid]
+		if keep == nil || !keep.stopped {
+			var err error
+			if keep, err = p.syscallThread(); err != nil {
+				return err
+			}
+		}
+		var errs []error
+		for id, t := range p.threads {
+			if t == keep || !t.stopped {
+				continue
+			}
+			if err := p.restart(t, true); err != nil {
+				errs = append(errs, err)
+			}
+			delete(p.threads, id)
+		}
+		p.syncThreads()
+		p.endStop(false)
+		p.mu.Lock()
+		p.stopStart = time.Now()
+		p.stopped, p.partial = true, true
+		p.mu.Unlock()
+		if len(errs) > 0 {
+			p.release()
+			return fmt.Errorf("detach: %w", errors.Join(errs...))
+		}
+		return nil
+	})
+}
+
 // Detach detaches from all threads and leaves the process running (or
 // stopped, if it was stopped by a stop signal). Owed signals are delivered.
 func (p *Process) Detach() error {
@@ -772,26 +931,26 @@ func (p *Process) release() error {
 			ptrace(unix.PTRACE_INTERRUPT, t.tid, 0, 0)
 		}
 	}
+	// Each thread is detached as soon as it is stopped: a thread that
+	// was running is held for its own interrupt only, not until every
+	// other thread has stopped too.
 	deadline := time.Now().Add(p.opts.Timeout / 4)
 	for {
-		p.collect()
-		all := true
-		for _, t := range p.threads {
-			all = all && t.stopped
+		for tid, t := range p.threads {
+			if !t.stopped {
+				continue
+			}
+			if err := p.restart(t, true); err != nil {
+				errs = append(errs, err)
+			}
+			delete(p.threads, tid)
 		}
-		if all || time.Now().After(deadline) {
+		if len(p.threads) == 0 || time.Now().After(deadline) {
 			break
 		}
-		ts := unix.NsecToTimespec((50 * time.Microsecond).Nanoseconds())
+		ts := unix.NsecToTimespec((20 * time.Microsecond).Nanoseconds())
 		unix.Nanosleep(&ts, nil)
-	}
-	for _, t := range p.threads {
-		if !t.stopped {
-			continue
-		}
-		if err := p.restart(t, true); err != nil {
-			errs = append(errs, err)
-		}
+		p.collect()
 	}
 	p.endStop(true) // the pause ends with the last thread restarted
 	p.threads = map[int]*thread{}

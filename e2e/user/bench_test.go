@@ -1,0 +1,217 @@
+package user
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/livefix/livefix/internal/e2etest"
+)
+
+// BenchmarkProcessCommands measures userspace live patching from outside,
+// the way a user runs it (issue 10, "Performance"): `livefix process
+// patch` and `livefix process unpatch` run as commands, a new process
+// each time (cold start included), against testdata/gapd built by its own
+// Makefile, whose worker threads record the longest gap between two calls
+// of the patched function check(). Each iteration is one patch command and
+// one unpatch command, alternating, and then a window as long as the
+// patch command without patching (the target's own gap, measured in the
+// same run: the baseline). Run it with -benchtime 10x for the issue's
+// median of 10. Metrics (medians unless said otherwise):
+//
+//	patch-gap-µs        longest gap any worker saw during a patch command
+//	first-gap-µs        the same for the first patch of the process
+//	max-patch-gap-µs    the longest over all patch commands
+//	unpatch-gap-µs      longest gap during an unpatch command
+//	baseline-gap-µs     longest gap over an equal window without patching
+//	above-baseline-µs   patch-gap minus baseline-gap
+//	patch-ms, unpatch-ms  wall time of the commands (exec to exit)
+//	patch-cpu-ms        user+system CPU time of a patch command
+//	start-ms            wall time of `livefix process --help` (the cold
+//	                    start alone: exec, runtime, package init)
+//
+// Sub-benchmarks: 1 and 8 worker threads, and 1 worker with the binary
+// stripped and its debug file split off (the patch was built through the
+// debug file; applying must cost the same).
+func BenchmarkProcessCommands(b *testing.B) {
+	require(b)
+	livefix, livefixBuild := e2etest.Tools(b)
+	src, _ := filepath.Abs(filepath.Join("testdata", "gapd"))
+	patch, _ := filepath.Abs(filepath.Join("testdata", "gapd.patch"))
+	prod := filepath.Join(b.TempDir(), "gapd")
+	if out, err := exec.Command("cp", "-a", src, prod).CombinedOutput(); err != nil {
+		b.Fatal(err, string(out))
+	}
+	if out, err := exec.Command("make", "-s", "-C", prod).CombinedOutput(); err != nil {
+		b.Fatal(err, string(out))
+	}
+	bin := filepath.Join(prod, "gapd")
+	lfp := filepath.Join(b.TempDir(), "gapd.lfp")
+	if out, err := exec.Command(livefixBuild, "user", "--src", prod, "--patch", patch, "--build", "make -s",
+		"--target-binary", bin, "-o", lfp).CombinedOutput(); err != nil {
+		b.Fatalf("livefix-build: %v\n%s", err, out)
+	}
+	// Stripped as Debian's dh_strip does, the debug file next to it.
+	deploy := filepath.Join(b.TempDir(), "deploy")
+	os.MkdirAll(deploy, 0o755)
+	sbin, dbg := filepath.Join(deploy, "gapd"), filepath.Join(deploy, "gapd.debug")
+	slfp := filepath.Join(b.TempDir(), "gapd-stripped.lfp")
+	for _, c := range [][]string{
+		{"cp", bin, sbin},
+		{"objcopy", "--only-keep-debug", "--compress-debug-sections", sbin, dbg},
+		{"strip", "--remove-section=.comment", "--remove-section=.note", "--strip-unneeded", sbin},
+		{"objcopy", "--add-gnu-debuglink=" + dbg, sbin},
+		{livefixBuild, "user", "--src", prod, "--patch", patch, "--build", "make -s", "--target-binary", sbin, "-o", slfp},
+	} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			b.Fatalf("%v: %v\n%s", c, err, out)
+		}
+	}
+
+	for _, bc := range []struct {
+		name    string
+		bin     string
+		lfp     string
+		workers int
+	}{
+		{"workers=1", bin, lfp, 1},
+		{"workers=8", bin, lfp, 8},
+		{"workers=1/stripped", sbin, slfp, 1},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			g := startGapd(b, bc.bin, bc.workers)
+			env := append(os.Environ(), "LIVEFIX_STATE_DIR="+b.TempDir())
+			command := func(args ...string) (wall, cpu time.Duration, out string) {
+				cmd := exec.Command(livefix, args...)
+				cmd.Env = env
+				var o bytes.Buffer
+				cmd.Stdout, cmd.Stderr = &o, &o
+				t0 := time.Now()
+				err := cmd.Run()
+				wall = time.Since(t0)
+				if err != nil {
+					b.Fatalf("livefix %s: %v\n%s", strings.Join(args, " "), err, o.String())
+				}
+				ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+				cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+				return wall, cpu, o.String()
+			}
+			time.Sleep(100 * time.Millisecond) // the workers are running
+			var pgap, ugap, base, pwall, uwall, pcpu, start []time.Duration
+			var first time.Duration
+			for i := 0; i < b.N; i++ {
+				g.ask("z")
+				w, c, out := command("process", "patch", "--pid", g.pid, bc.lfp)
+				gap := g.gap()
+				if v := g.ask("v"); v != "5" {
+					b.Fatalf("after patch: check(1) = %s, want 5\n%s", v, out)
+				}
+				if i == 0 {
+					first = gap
+					b.Logf("first patch: %s", strings.TrimSpace(out))
+				}
+				pgap, pwall, pcpu = append(pgap, gap), append(pwall, w), append(pcpu, c)
+
+				g.ask("z")
+				w, _, out = command("process", "unpatch", "--pid", g.pid)
+				ugap, uwall = append(ugap, g.gap()), append(uwall, w)
+				if v := g.ask("v"); v != "4" {
+					b.Fatalf("after unpatch: check(1) = %s, want 4\n%s", v, out)
+				}
+
+				// The baseline: a window as long as the patch command,
+				// nothing done to the process.
+				g.ask("z")
+				time.Sleep(pwall[i])
+				base = append(base, g.gap())
+
+				w, _, _ = command("process", "--help")
+				start = append(start, w)
+			}
+			us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+			ms := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
+			b.ReportMetric(us(median(pgap)), "patch-gap-µs")
+			b.ReportMetric(us(first), "first-gap-µs")
+			b.ReportMetric(us(slices.Max(pgap)), "max-patch-gap-µs")
+			b.ReportMetric(us(median(ugap)), "unpatch-gap-µs")
+			b.ReportMetric(us(median(base)), "baseline-gap-µs")
+			b.ReportMetric(us(median(pgap)-median(base)), "above-baseline-µs")
+			b.ReportMetric(ms(median(pwall)), "patch-ms")
+			b.ReportMetric(ms(median(uwall)), "unpatch-ms")
+			b.ReportMetric(ms(median(pcpu)), "patch-cpu-ms")
+			b.ReportMetric(ms(median(start)), "start-ms")
+			b.Logf("patch gaps %v; unpatch gaps %v; baseline %v; patch walls %v; unpatch walls %v",
+				pgap, ugap, base, pwall, uwall)
+		})
+	}
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+// gapd is a running testdata/gapd.
+type gapd struct {
+	tb  testing.TB
+	in  io.Writer
+	rd  *bufio.Reader
+	pid string
+}
+
+func startGapd(tb testing.TB, bin string, workers int) *gapd {
+	tb.Helper()
+	cmd := exec.Command(bin, strconv.Itoa(workers))
+	in, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	g := &gapd{tb: tb, in: in, rd: bufio.NewReader(out), pid: strconv.Itoa(cmd.Process.Pid)}
+	if got := g.ask(""); got != "ready" {
+		tb.Fatalf("gapd: %q", got)
+	}
+	return g
+}
+
+func (g *gapd) ask(q string) string {
+	g.tb.Helper()
+	if q != "" {
+		io.WriteString(g.in, q+"\n")
+	}
+	c := make(chan string, 1)
+	go func() { s, _ := g.rd.ReadString('\n'); c <- strings.TrimSpace(s) }()
+	select {
+	case s := <-c:
+		return s
+	case <-time.After(10 * time.Second):
+		g.tb.Fatalf("gapd: no answer to %q", q)
+	}
+	return ""
+}
+
+// gap is the longest gap between two calls of check() since the last z.
+func (g *gapd) gap() time.Duration {
+	g.tb.Helper()
+	s := g.ask("m")
+	ns, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		g.tb.Fatalf("gapd: longest gap %q", s)
+	}
+	return time.Duration(ns)
+}
