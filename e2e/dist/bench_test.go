@@ -33,10 +33,17 @@ type benchEnv struct {
 
 const benchBuildID = "f75010e906ea0123456789abcdef0123456789ab"
 
-func newBenchEnv(b *testing.B) *benchEnv {
+func newBenchEnv(b *testing.B) *benchEnv { return newBenchEnvWith(b, "") }
+
+// newBenchEnvWith uses the livefix-server in directory bin ("": this
+// tree's).
+func newBenchEnvWith(b *testing.B, bin string) *benchEnv {
 	b.Helper()
 	tmp := b.TempDir()
-	e := &benchEnv{bin: e2etest.Build(b, "livefix-server"), data: filepath.Join(tmp, "data")}
+	if bin == "" {
+		bin = e2etest.Build(b, "livefix-server")
+	}
+	e := &benchEnv{bin: bin, data: filepath.Join(tmp, "data")}
 	if out, err := exec.Command(filepath.Join(e.bin, "livefix-server"), "keys", "init", "--data", e.data).CombinedOutput(); err != nil {
 		b.Fatalf("keys init: %v\n%s", err, out)
 	}
@@ -119,8 +126,10 @@ func envInt(name string, def int) int {
 // polling every LIVEFIX_BENCH_POLL seconds (default 30), and the server
 // process's CPU during that wave. With LIVEFIX_BENCH_BASELINE=REV (a git
 // revision) it runs the same wave with the simagent of that revision too
-// (built from `git archive REV`), alternating, so that the two compare
-// under the same machine load.
+// (built from `git archive REV`) first, so that the two compare under
+// the same machine load. LIVEFIX_BENCH_STATE=DIR puts the simulated
+// hosts' state directories below DIR (default: the test's temporary
+// directory).
 func BenchmarkPublishToFleet(b *testing.B) {
 	n := envInt("LIVEFIX_BENCH_AGENTS", 10000)
 	poll := time.Duration(envInt("LIVEFIX_BENCH_POLL", 30)) * time.Second
@@ -174,7 +183,19 @@ func wave(b *testing.B, sim string, n int, poll time.Duration) {
 	e := newBenchEnv(b)
 	root := filepath.Join(patchrepo.RepositoryDir(e.data), "metadata", "1.root.json")
 	ctx, cancel := context.WithCancel(context.Background())
-	args := []string{"-repo", e.url, "-root", root, "-dir", filepath.Join(b.TempDir(), "agents"), "-n", strconv.Itoa(n), "-poll", poll.String()}
+	state := filepath.Join(b.TempDir(), "agents")
+	if d := os.Getenv("LIVEFIX_BENCH_STATE"); d != "" {
+		// The simulated hosts' state directories elsewhere (such as a
+		// tmpfs): each real host writes its few files on its own disk,
+		// the simulator puts every host's on one.
+		tmp, err := os.MkdirTemp(d, "simagents-")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { os.RemoveAll(tmp) })
+		state = tmp
+	}
+	args := []string{"-repo", e.url, "-root", root, "-dir", state, "-n", strconv.Itoa(n), "-poll", poll.String()}
 	if p := os.Getenv("LIVEFIX_BENCH_SIMPROFILE"); p != "" && !strings.HasPrefix(filepath.Base(b.Name()), "baseline") {
 		// A CPU profile of the simulator from ready to the end.
 		args = append(args, "-cpuprofile", p+"."+filepath.Base(b.Name()))
@@ -256,8 +277,18 @@ func waitLine(b *testing.B, lines <-chan string, want string, timeout time.Durat
 // no body), as wrk-like generators do. server-cores is the server
 // process's CPU; req/s-per-server-core is what one core of the server
 // sustains.
+//
+// With LIVEFIX_BENCH_BASELINE=REV, the livefix-server of that revision
+// is measured first in the same run.
 func BenchmarkConditionalTimestamp(b *testing.B) {
-	e := newBenchEnv(b)
+	if rev := os.Getenv("LIVEFIX_BENCH_BASELINE"); rev != "" {
+		bin := filepath.Dir(buildAt(b, rev, "./cmd/livefix-server"))
+		b.Run("baseline-"+rev, func(b *testing.B) { conditionalTimestamp(b, newBenchEnvWith(b, bin)) })
+	}
+	b.Run("current", func(b *testing.B) { conditionalTimestamp(b, newBenchEnv(b)) })
+}
+
+func conditionalTimestamp(b *testing.B, e *benchEnv) {
 	resp, err := http.Get(e.url + "/metadata/timestamp.json")
 	if err != nil {
 		b.Fatal(err)
