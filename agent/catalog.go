@@ -2,12 +2,13 @@ package agent
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -15,9 +16,6 @@ import (
 
 	"github.com/livefix/livefix/patchrepo"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
-	"github.com/theupdateframework/go-tuf/v2/metadata/config"
-	"github.com/theupdateframework/go-tuf/v2/metadata/fetcher"
-	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 )
 
 // Level is one published patch level as the verified metadata describes
@@ -32,9 +30,9 @@ type Catalog struct {
 	Levels []*Level // sorted by kind, build-id, level
 	// Skipped lists targets whose custom metadata did not make sense
 	// (ignored, never applied).
-	Skipped []string
-	up      *updater.Updater
-	repo    string
+	Skipped    []string
+	agent      *Agent
+	consistent bool // consistent snapshots: targets are stored as DIR/HASH.NAME
 }
 
 // ForBuildID returns the levels of kind for build-id id, lowest first.
@@ -61,66 +59,30 @@ func (a *Agent) downloadDir() string { return filepath.Join(a.stateDir(), "downl
 func metadataURL(repo string) string { u, _ := url.JoinPath(repo, "metadata"); return u }
 func targetsURL(repo string) string  { u, _ := url.JoinPath(repo, "targets"); return u }
 
-// newUpdater makes a go-tuf client trusting the newest root this host has
-// verified (its cache), or the registered root the first time.
-func (a *Agent) newUpdater() (*updater.Updater, error) {
-	if err := os.MkdirAll(a.tufDir(), 0o700); err != nil {
-		return nil, fmt.Errorf("agent state: %w", err)
-	}
-	root, err := os.ReadFile(filepath.Join(a.tufDir(), "root.json"))
-	if errors.Is(err, fs.ErrNotExist) {
-		root, err = os.ReadFile(a.Config.Root)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("trusted root metadata: %w (run livefix register again)", err)
-	}
-	cfg, err := config.New(metadataURL(a.Config.Repository), root)
-	if err != nil {
-		return nil, fmt.Errorf("tuf client: %w", err)
-	}
-	cfg.RemoteTargetsURL = targetsURL(a.Config.Repository)
-	cfg.LocalMetadataDir = a.tufDir()
-	cfg.LocalTargetsDir = a.downloadDir()
-	f := fetcher.NewDefaultFetcher()
-	f.SetHTTPClient(a.client())
-	f.SetHTTPUserAgent("livefix-agent/" + a.Version)
-	cfg.Fetcher = f
-	up, err := updater.New(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("%w: trusted root: %w", ErrUntrusted, err)
-	}
-	return up, nil
-}
-
 // Refresh fetches and verifies the repository's metadata (TUF client
 // workflow: root chain, timestamp, snapshot, targets) and returns its
 // catalog.
 func (a *Agent) Refresh(ctx context.Context) (*Catalog, error) {
-	up, err := a.newUpdater()
+	ts := a.poll.fresh
+	a.poll.fresh = nil
+	t, err := a.loadTrust()
 	if err != nil {
 		return nil, err
 	}
-	done := make(chan error, 1)
-	go func() { done <- up.Refresh() }()
-	select {
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case err = <-done:
-	}
+	tm, err := a.refreshMetadata(ctx, t, ts)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, classify(a.Config.Repository, err)
 	}
-	tm := up.GetTrustedMetadataSet().Targets[metadata.TARGETS]
-	if tm == nil {
-		return nil, fmt.Errorf("%w: no targets metadata", ErrUntrusted)
-	}
-	c := buildCatalog(tm.Signed.Targets, up)
-	c.repo = a.Config.Repository
+	c := buildCatalog(tm.Targets[metadata.TARGETS].Signed.Targets)
+	c.agent, c.consistent = a, tm.Root.Signed.ConsistentSnapshot
 	return c, nil
 }
 
-func buildCatalog(targets map[string]*metadata.TargetFiles, up *updater.Updater) *Catalog {
-	c := &Catalog{up: up}
+func buildCatalog(targets map[string]*metadata.TargetFiles) *Catalog {
+	c := &Catalog{}
 	byKey := map[string]*Level{}
 	for name, tf := range targets {
 		kind, bid, level, file, err := patchrepo.ParseTargetPath(name)
@@ -185,18 +147,41 @@ func classify(repo string, err error) error {
 }
 
 // download fetches one file of a level into dir and verifies its signed
-// length and hashes (go-tuf's DownloadTarget, bounded by the length).
-func (c *Catalog) download(l *Level, file, dir string) (string, error) {
+// length and hashes before writing it (the download is bounded by the
+// signed length).
+func (c *Catalog) download(ctx context.Context, l *Level, file string, dir *scratch) (string, error) {
 	tf := l.Files[file]
 	if tf == nil {
 		return "", fmt.Errorf("level %d of %s has no %s in the repository", l.Level, l.BuildID, file)
 	}
-	out := filepath.Join(dir, file)
-	if _, _, err := c.up.DownloadTarget(tf, out, ""); err != nil {
-		os.Remove(out)
-		return "", fmt.Errorf("download %s: %w", tf.Path, classify(c.repo, err))
+	repo := c.agent.Config.Repository
+	data, err := c.agent.fetch(ctx, targetsURL(repo)+"/"+c.remotePath(tf), tf.Length)
+	if err == nil {
+		err = tf.VerifyLengthHashes(data)
+	}
+	if err != nil {
+		return "", fmt.Errorf("download %s: %w", tf.Path, classify(repo, err))
+	}
+	out := dir.path(file)
+	if err := os.WriteFile(out, data, 0o644); err != nil {
+		return "", fmt.Errorf("download %s: %w", tf.Path, err)
 	}
 	return out, nil
+}
+
+// remotePath is where a target is stored: DIR/HASH.NAME with consistent
+// snapshots (the first of its hashes, as go-tuf's client takes it).
+func (c *Catalog) remotePath(tf *metadata.TargetFiles) string {
+	if !c.consistent {
+		return tf.Path
+	}
+	var sum string
+	for _, h := range tf.Hashes {
+		sum = hex.EncodeToString(h)
+		break
+	}
+	dir, base := path.Split(tf.Path)
+	return dir + sum + "." + base
 }
 
 // client is the HTTP client for metadata, targets and polls: proxies from

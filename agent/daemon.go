@@ -15,6 +15,9 @@ type pollState struct {
 	etag, lastModified string
 	sum                [32]byte
 	seen               bool
+	// fresh is the timestamp metadata the last poll fetched (unverified),
+	// used by the refresh that follows instead of fetching it again.
+	fresh []byte
 }
 
 // maxTimestamp bounds the timestamp metadata a poll reads (go-tuf's
@@ -25,6 +28,7 @@ const maxTimestamp = 16384
 // whether it changed since the last poll. It verifies nothing (Update
 // does): it only decides whether a full refresh is worth it.
 func (a *Agent) Poll(ctx context.Context) (bool, error) {
+	a.poll.fresh = nil
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metadataURL(a.Config.Repository)+"/timestamp.json", nil)
 	if err != nil {
 		return false, err
@@ -57,6 +61,9 @@ func (a *Agent) Poll(ctx context.Context) (bool, error) {
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTimestamp+1))
 	if err != nil {
 		return false, fmt.Errorf("%w: %w", ErrUnreachable, err)
+	}
+	if len(body) <= maxTimestamp {
+		a.poll.fresh = body
 	}
 	sum := sha256.Sum256(body)
 	changed := !a.poll.seen || sum != a.poll.sum

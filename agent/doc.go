@@ -1,8 +1,10 @@
 // Package agent is the host side of patch distribution: it registers a
 // host with a patch repository (patchrepo), keeps the repository's TUF
-// metadata verified with go-tuf's client, picks the level for the running
-// kernel by channel, delay and pin, downloads and verifies it, and applies
-// it through the host's kernel load path (Kernel). Userspace patches for
+// metadata verified (the TUF client workflow with go-tuf's trusted
+// metadata checks; the daemon keeps what it verified in memory between
+// polls), picks the level for the running kernel by channel, delay and
+// pin, downloads and verifies it, and applies it through the host's
+// kernel load path (Kernel). Userspace patches for
 // objects that running processes map are applied through ulp.
 //
 // Nothing is applied unless the metadata verifies (signatures, versions,

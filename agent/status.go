@@ -58,7 +58,10 @@ func ReadStatus(stateDir string) (*Status, error) {
 // record writes the status after an update attempt. Errors writing it
 // are reported to the progress writer: the update itself stands.
 func (a *Agent) record(rep *Report, uerr error) {
-	old, _ := ReadStatus(a.Config.StateDir)
+	old := a.status.last
+	if old == nil || statID(StatusPath(a.Config.StateDir)) != a.status.file {
+		old, _ = ReadStatus(a.Config.StateDir)
+	}
 	s := Status{Repository: a.Config.Repository, Channel: a.Config.Channel, LastCheck: rep.Time, Reachable: true}
 	if old != nil {
 		s.LastSuccess, s.LastChange, s.AvailableLevel, s.CVEs, s.Summary = old.LastSuccess, old.LastChange, old.AvailableLevel, old.CVEs, old.Summary
@@ -84,26 +87,47 @@ func (a *Agent) record(rep *Report, uerr error) {
 		}
 	}
 	b, _ := json.MarshalIndent(s, "", "  ")
-	if err := os.MkdirAll(a.stateDir(), 0o755); err == nil {
-		// Renamed into place (readers see a whole file) but not fsynced:
-		// the status is rewritten at every check, and a fleet of agents
-		// on one disk would otherwise queue on fsync.
-		err = replaceFile(StatusPath(a.Config.StateDir), append(b, '\n'), 0o644)
-		if err != nil {
-			fmt.Fprintf(a.progress(), "warning: %v\n", err)
+	// Renamed into place (readers see a whole file) but not fsynced: the
+	// status is rewritten at every check, and a fleet of agents on one
+	// disk would otherwise queue on fsync.
+	name := StatusPath(a.Config.StateDir)
+	id, err := replaceFile(name, append(b, '\n'), 0o644)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = os.MkdirAll(a.stateDir(), 0o755); err == nil {
+			id, err = replaceFile(name, append(b, '\n'), 0o644)
 		}
+	}
+	a.status.last, a.status.file = &s, id
+	if err != nil {
+		a.status.last = nil
+		fmt.Fprintf(a.progress(), "warning: %v\n", err)
 	}
 }
 
-// replaceFile writes through a temporary file and rename, without fsync.
-func replaceFile(name string, data []byte, mode os.FileMode) error {
+// statusCache is the status this agent wrote last and the identity of
+// the file it wrote, so that the next record need not read it back.
+type statusCache struct {
+	last *Status
+	file fileID
+}
+
+// replaceFile writes through a temporary file and rename, without
+// fsync, and returns the identity of the file written.
+func replaceFile(name string, data []byte, mode os.FileMode) (fileID, error) {
 	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".*")
 	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
+		return fileID{}, fmt.Errorf("write %s: %w", name, err)
 	}
 	_, err = f.Write(data)
-	if err == nil {
+	if err == nil && mode != 0o600 { // CreateTemp's mode
 		err = f.Chmod(mode)
+	}
+	var id fileID
+	if err == nil {
+		var fi os.FileInfo
+		if fi, err = f.Stat(); err == nil {
+			id = identity(fi)
+		}
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -113,7 +137,7 @@ func replaceFile(name string, data []byte, mode os.FileMode) error {
 	}
 	if err != nil {
 		os.Remove(f.Name())
-		return fmt.Errorf("write %s: %w", name, err)
+		return fileID{}, fmt.Errorf("write %s: %w", name, err)
 	}
-	return nil
+	return id, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,7 +17,9 @@ import (
 	"github.com/livefix/livefix/patchrepo"
 )
 
-// Agent updates one host from its repository.
+// Agent updates one host from its repository. It keeps what it verified
+// between updates (the daemon's polls): use one Agent from one goroutine
+// at a time.
 type Agent struct {
 	Config *Config
 	Kernel Kernel
@@ -32,7 +35,9 @@ type Agent struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 
-	poll pollState
+	poll   pollState
+	trust  *trust // verified metadata kept between refreshes
+	status statusCache
 }
 
 func (a *Agent) now() time.Time {
@@ -169,17 +174,17 @@ func (a *Agent) carryOut(ctx context.Context, cat *Catalog, p Plan, bid string) 
 		return nil
 	}
 	l := p.target
-	dir, err := os.MkdirTemp(mkdirAll(a.downloadDir()), fmt.Sprintf("%s-%d-", l.Name, l.Level))
-	if err != nil {
-		return fmt.Errorf("download directory: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	fmt.Fprintf(out, "downloading %s level %d\n", l.Name, l.Level)
-	js, err := cat.download(l, l.Name+".json", dir)
+	dir, err := a.newScratch(fmt.Sprintf("%s-%d-", l.Name, l.Level))
 	if err != nil {
 		return err
 	}
-	ko, err := cat.download(l, l.Name+".ko", dir)
+	defer dir.remove()
+	fmt.Fprintf(out, "downloading %s level %d\n", l.Name, l.Level)
+	js, err := cat.download(ctx, l, l.Name+".json", dir)
+	if err != nil {
+		return err
+	}
+	ko, err := cat.download(ctx, l, l.Name+".ko", dir)
 	if err != nil {
 		return err
 	}
@@ -200,7 +205,40 @@ func (a *Agent) carryOut(ctx context.Context, cat *Catalog, p Plan, bid string) 
 	return nil
 }
 
-func mkdirAll(dir string) string {
-	_ = os.MkdirAll(dir, 0o700)
-	return dir
+// scratch is the download directory of one update, below
+// STATE/agent/download (a directory of its own, so that a daemon and a
+// livefix update never share one), removed after the update.
+type scratch struct {
+	dir   string
+	files []string
+}
+
+func (a *Agent) newScratch(prefix string) (*scratch, error) {
+	dir, err := os.MkdirTemp(a.downloadDir(), prefix)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = os.MkdirAll(a.downloadDir(), 0o700); err == nil {
+			dir, err = os.MkdirTemp(a.downloadDir(), prefix)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("download directory: %w", err)
+	}
+	return &scratch{dir: dir}, nil
+}
+
+// path names a file in the directory (removed with it).
+func (s *scratch) path(name string) string {
+	p := filepath.Join(s.dir, name)
+	s.files = append(s.files, p)
+	return p
+}
+
+// remove removes the files it named and the directory.
+func (s *scratch) remove() {
+	for _, f := range s.files {
+		os.Remove(f)
+	}
+	if os.Remove(s.dir) != nil {
+		os.RemoveAll(s.dir)
+	}
 }

@@ -110,12 +110,12 @@ func (a *Agent) changeUser(ctx context.Context, cat *Catalog, up *UserPlan, remo
 	var path string
 	if best != nil {
 		// Download and verify before touching any process.
-		dir, err := os.MkdirTemp(mkdirAll(a.downloadDir()), best.Name+"-")
+		dir, err := a.newScratch(best.Name + "-")
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(dir)
-		if path, err = cat.download(best, best.Name+".lfp", dir); err != nil {
+		defer dir.remove()
+		if path, err = cat.download(ctx, best, best.Name+".lfp", dir); err != nil {
 			return err
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/livefix/livefix/internal/patchtest"
 )
@@ -53,3 +54,89 @@ func TestHandler(t *testing.T) {
 		t.Fatalf("POST: %v %v", resp, err)
 	}
 }
+
+// TestHandlerRevalidate: with Revalidate, a poll (If-None-Match) is
+// answered from memory until the revalidation time has passed, while a
+// request without If-None-Match always sees the current file.
+func TestHandlerRevalidate(t *testing.T) {
+	r := newRepo(t)
+	h := NewHandler(RepositoryDir(r.Dir), HandlerOptions{Revalidate: time.Second}).(*handler)
+	var clock int64
+	h.now = func() int64 { return clock }
+	get := func(etag string) (int, string) {
+		req := httptest.NewRequest("GET", "/metadata/timestamp.json", nil)
+		if etag != "" {
+			req.Header.Set("If-None-Match", etag)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w.Code, w.Header().Get("ETag")
+	}
+	code, etag := get("")
+	if code != http.StatusOK || etag == "" {
+		t.Fatalf("GET: %d %q", code, etag)
+	}
+	if _, err := r.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	clock += int64(time.Second) - 1
+	if code, _ := get(etag); code != http.StatusNotModified {
+		t.Fatalf("poll within the revalidation time: %d; want 304 from memory", code)
+	}
+	clock++
+	code, newTag := get(etag)
+	if code != http.StatusOK || newTag == etag {
+		t.Fatalf("poll after the revalidation time: %d %q; want 200 and a new ETag", code, newTag)
+	}
+	if _, err := r.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	if code, tag := get(""); code != http.StatusOK || tag == newTag {
+		t.Fatalf("unconditional GET right after a change: %d %q; want the new file", code, tag)
+	}
+	if code, _ := get(newTag); code != http.StatusOK {
+		t.Fatalf("poll after an unconditional GET saw the change: %d; want 200", code)
+	}
+}
+
+// BenchmarkHandlerNotModified is the handler's cost of one conditional
+// request for timestamp.json answered 304 (the agents' poll), without
+// the HTTP server's own parsing and writing.
+func BenchmarkHandlerNotModified(b *testing.B) {
+	r, err := Init(b.TempDir(), InitOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, rv := range []time.Duration{0, time.Second} {
+		b.Run("revalidate="+rv.String(), func(b *testing.B) {
+			benchNotModified(b, NewHandler(RepositoryDir(r.Dir), HandlerOptions{Revalidate: rv}))
+		})
+	}
+}
+
+func benchNotModified(b *testing.B, h http.Handler) {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/metadata/timestamp.json", nil))
+	etag := rec.Header().Get("ETag")
+	req := httptest.NewRequest("GET", "/metadata/timestamp.json", nil)
+	req.Header.Set("If-None-Match", etag)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		w := &headerWriter{h: http.Header{}}
+		h.ServeHTTP(w, req)
+		if w.code != http.StatusNotModified {
+			b.Fatalf("status %d", w.code)
+		}
+	}
+}
+
+// headerWriter is the least ResponseWriter: headers and status.
+type headerWriter struct {
+	h    http.Header
+	code int
+}
+
+func (w *headerWriter) Header() http.Header         { return w.h }
+func (w *headerWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *headerWriter) WriteHeader(code int)        { w.code = code }

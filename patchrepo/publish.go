@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
-	"golang.org/x/sys/unix"
 )
 
 // PublishOptions describe a patch being published.
@@ -53,56 +52,52 @@ func (r *Repo) Publish(path string, o PublishOptions) (*Entry, error) {
 	if o.Summary != "" {
 		summary = o.Summary
 	}
-	unlock, err := r.lock(unix.LOCK_EX)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	st, err := r.load()
-	if err != nil {
-		return nil, err
-	}
-	es, err := entries(&st.targets.Signed)
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range es {
-		if e.Kind == p.kind && e.BuildID == p.buildID && e.Level >= p.level {
-			state := "published"
-			if e.Revoked != nil {
-				state = "published and revoked"
-			}
-			return nil, fmt.Errorf("publish %s: %w: level %d of %s build-id %s is already %s (%s); build this patch as level %d or higher",
-				path, ErrLevelNotHigher, e.Level, p.kind, p.buildID, state, e.Name, maxLevel(es, p.kind, p.buildID)+1)
-		}
-	}
-	keys, err := r.onlineKeys()
-	if err != nil {
-		return nil, err
-	}
-	now := r.now()
-	c := &Custom{
-		Kind: p.kind, BuildID: p.buildID, Level: p.level, Name: p.name, Release: p.release,
-		Channel: o.Channel, Published: now, CVEs: cves, Summary: summary, MinAgent: o.MinAgent,
-	}
-	if o.Channel == ChannelStable {
-		c.StableSince = &now
-	}
-	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("publish %s: %w", path, err)
-	}
-	e := &Entry{Custom: *c}
-	for _, f := range p.files {
-		name := TargetPath(p.kind, p.buildID, p.level, f.name)
-		tf, err := r.writeTarget(name, f.data, c)
+	var e *Entry
+	err = r.update(func(tx *txn) error {
+		es, err := tx.entries()
 		if err != nil {
-			return nil, err
+			return err
 		}
-		st.targets.Signed.Targets[name] = tf
-		e.Targets = append(e.Targets, name)
-		e.Length += tf.Length
-	}
-	if err := r.commit(st, true, keys); err != nil {
+		for _, x := range es {
+			if x.Kind == p.kind && x.BuildID == p.buildID && x.Level >= p.level {
+				state := "published"
+				if x.Revoked != nil {
+					state = "published and revoked"
+				}
+				return fmt.Errorf("publish %s: %w: level %d of %s build-id %s is already %s (%s); build this patch as level %d or higher",
+					path, ErrLevelNotHigher, x.Level, p.kind, p.buildID, state, x.Name, maxLevel(es, p.kind, p.buildID)+1)
+			}
+		}
+		// The keys are needed to commit: check before storing anything.
+		if _, err := tx.onlineKeys(); err != nil {
+			return err
+		}
+		now := r.now()
+		c := &Custom{
+			Kind: p.kind, BuildID: p.buildID, Level: p.level, Name: p.name, Release: p.release,
+			Channel: o.Channel, Published: now, CVEs: cves, Summary: summary, MinAgent: o.MinAgent,
+		}
+		if o.Channel == ChannelStable {
+			c.StableSince = &now
+		}
+		if err := c.Validate(); err != nil {
+			return fmt.Errorf("publish %s: %w", path, err)
+		}
+		e = &Entry{Custom: *c}
+		for _, f := range p.files {
+			name := TargetPath(p.kind, p.buildID, p.level, f.name)
+			tf, err := r.writeTarget(name, f.data, c)
+			if err != nil {
+				return err
+			}
+			tx.st.targets.Signed.Targets[name] = tf
+			e.Targets = append(e.Targets, name)
+			e.Length += tf.Length
+		}
+		tx.write, tx.targets = true, true
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	return e, nil
@@ -122,49 +117,40 @@ func maxLevel(es []*Entry, kind, bid string) int {
 // and commits. fn returns false when nothing needs to change.
 func (r *Repo) change(buildID string, level int, fn func(c *Custom) (bool, error)) (*Entry, error) {
 	buildID = strings.ToLower(buildID)
-	unlock, err := r.lock(unix.LOCK_EX)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	st, err := r.load()
-	if err != nil {
-		return nil, err
-	}
-	es, err := entries(&st.targets.Signed)
-	if err != nil {
-		return nil, err
-	}
 	var e *Entry
-	for _, x := range es {
-		if x.BuildID == buildID && x.Level == level {
-			e = x
+	err := r.update(func(tx *txn) error {
+		es, err := tx.entries()
+		if err != nil {
+			return err
 		}
-	}
-	if e == nil {
-		return nil, fmt.Errorf("%w: level %d of build-id %s is not published (see livefix-server list)", ErrNotFound, level, buildID)
-	}
-	c := e.Custom
-	changed, err := fn(&c)
-	if err != nil || !changed {
-		return e, err
-	}
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	keys, err := r.onlineKeys()
+		for _, x := range es {
+			if x.BuildID == buildID && x.Level == level {
+				e = x
+			}
+		}
+		if e == nil {
+			return fmt.Errorf("%w: level %d of build-id %s is not published (see livefix-server list)", ErrNotFound, level, buildID)
+		}
+		c := e.Custom
+		changed, err := fn(&c)
+		if err != nil || !changed {
+			return err
+		}
+		if err := c.Validate(); err != nil {
+			return err
+		}
+		for _, name := range e.Targets {
+			if err := setCustom(tx.st.targets.Signed.Targets[name], &c); err != nil {
+				return err
+			}
+		}
+		e.Custom = c
+		tx.write, tx.targets = true, true
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range e.Targets {
-		if err := setCustom(st.targets.Signed.Targets[name], &c); err != nil {
-			return nil, err
-		}
-	}
-	if err := r.commit(st, true, keys); err != nil {
-		return nil, err
-	}
-	e.Custom = c
 	return e, nil
 }
 
@@ -207,24 +193,17 @@ func (r *Repo) Revoke(buildID string, level int, reason string) (*Entry, error) 
 // no new patches does not expire. Run it more often than half the
 // timestamp lifetime.
 func (r *Repo) Refresh() (*RefreshResult, error) {
-	unlock, err := r.lock(unix.LOCK_EX)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	st, err := r.load()
-	if err != nil {
-		return nil, err
-	}
-	keys, err := r.onlineKeys()
+	var st *state
+	err := r.update(func(tx *txn) error {
+		st = tx.st
+		tx.write = true
+		tx.targets = st.targets.Signed.Expires.Sub(r.now()) < r.settings.lifetime(metadata.TARGETS)/2
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
 	now := r.now()
-	targets := st.targets.Signed.Expires.Sub(now) < r.settings.lifetime(metadata.TARGETS)/2
-	if err := r.commit(st, targets, keys); err != nil {
-		return nil, err
-	}
 	res := &RefreshResult{
 		Timestamp: st.timestamp.Signed.Expires, Snapshot: st.snapshot.Signed.Expires,
 		Targets: st.targets.Signed.Expires, Root: st.root.Signed.Expires,

@@ -255,49 +255,117 @@ func (r *Repo) onlineKeys() (map[string][]*signingKey, error) {
 	return keys, nil
 }
 
+// txn is one change of the repository, made under its exclusive lock on
+// the metadata in force (see update).
+type txn struct {
+	r  *Repo
+	st *state
+	// write: sign and write new snapshot and timestamp metadata, and the
+	// targets metadata too when targets.
+	write, targets bool
+	keys           map[string][]*signingKey // online keys, read on first use
+}
+
+// onlineKeys returns the online roles' keys (read once per change), so
+// that a change can check it holds them before it stores anything.
+func (tx *txn) onlineKeys() (map[string][]*signingKey, error) {
+	if tx.keys == nil {
+		k, err := tx.r.onlineKeys()
+		if err != nil {
+			return nil, err
+		}
+		tx.keys = k
+	}
+	return tx.keys, nil
+}
+
+// entries are the published levels in the metadata in force.
+func (tx *txn) entries() ([]*Entry, error) { return entries(&tx.st.targets.Signed) }
+
+// update is every change's sequence: take the repository lock, load the
+// metadata in force, let fn change it, then (when fn set tx.write) sign
+// and write it with the online keys (commit). An error from fn leaves
+// the metadata as it was.
+func (r *Repo) update(fn func(tx *txn) error) error {
+	unlock, err := r.lock(unix.LOCK_EX)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, err := r.load()
+	if err != nil {
+		return err
+	}
+	tx := &txn{r: r, st: st}
+	if err := fn(tx); err != nil || !tx.write {
+		return err
+	}
+	keys, err := tx.onlineKeys()
+	if err != nil {
+		return err
+	}
+	return r.commit(st, tx.targets, keys)
+}
+
+// view runs fn on the metadata in force under a shared lock.
+func (r *Repo) view(fn func(st *state) error) error {
+	unlock, err := r.lock(unix.LOCK_SH)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, err := r.load()
+	if err != nil {
+		return err
+	}
+	return fn(st)
+}
+
 // commit signs and writes new targets (when changed), snapshot and
-// timestamp metadata. The timestamp's rename is the commit point.
+// timestamp metadata, each naming the one below it. The timestamp's
+// rename is the commit point.
 func (r *Repo) commit(st *state, targetsChanged bool, keys map[string][]*signingKey) error {
-	now := r.now()
-	md := r.metaDir()
 	root := &st.root.Signed
 	if targetsChanged {
-		st.targets.Signed.Version++
-		st.targets.Signed.Expires = now.Add(r.settings.lifetime(metadata.TARGETS))
-		if err := sign(st.targets, metadata.TARGETS, root, keys[metadata.TARGETS], r.keyDir(metadata.TARGETS)); err != nil {
-			return err
-		}
-		b, err := st.targets.ToBytes(true)
+		t := &st.targets.Signed
+		b, err := signAndWrite(r, st.targets, metadata.TARGETS, &t.Version, &t.Expires, root, keys, true)
 		if err != nil {
-			return fmt.Errorf("encode targets metadata: %w", err)
-		}
-		if err := writeAtomic(filepath.Join(md, fmt.Sprintf("%d.targets.json", st.targets.Signed.Version)), b, 0o644); err != nil {
 			return err
 		}
-		st.snapshot.Signed.Meta["targets.json"] = metaFile(st.targets.Signed.Version, b)
+		st.snapshot.Signed.Meta["targets.json"] = metaFile(t.Version, b)
 	}
-	st.snapshot.Signed.Version++
-	st.snapshot.Signed.Expires = now.Add(r.settings.lifetime(metadata.SNAPSHOT))
-	if err := sign(st.snapshot, metadata.SNAPSHOT, root, keys[metadata.SNAPSHOT], r.keyDir(metadata.SNAPSHOT)); err != nil {
-		return err
-	}
-	b, err := st.snapshot.ToBytes(true)
+	s := &st.snapshot.Signed
+	b, err := signAndWrite(r, st.snapshot, metadata.SNAPSHOT, &s.Version, &s.Expires, root, keys, true)
 	if err != nil {
-		return fmt.Errorf("encode snapshot metadata: %w", err)
-	}
-	if err := writeAtomic(filepath.Join(md, fmt.Sprintf("%d.snapshot.json", st.snapshot.Signed.Version)), b, 0o644); err != nil {
 		return err
 	}
-	st.timestamp.Signed.Meta["snapshot.json"] = metaFile(st.snapshot.Signed.Version, b)
-	st.timestamp.Signed.Version++
-	st.timestamp.Signed.Expires = now.Add(r.settings.lifetime(metadata.TIMESTAMP))
-	if err := sign(st.timestamp, metadata.TIMESTAMP, root, keys[metadata.TIMESTAMP], r.keyDir(metadata.TIMESTAMP)); err != nil {
-		return err
+	st.timestamp.Signed.Meta["snapshot.json"] = metaFile(s.Version, b)
+	ts := &st.timestamp.Signed
+	_, err = signAndWrite(r, st.timestamp, metadata.TIMESTAMP, &ts.Version, &ts.Expires, root, keys, false)
+	return err
+}
+
+// signAndWrite is one role's step of a commit: the next version (version
+// and expires are m's own fields) with the role's lifetime, signed with
+// its keys (at least its threshold), written as VERSION.ROLE.json
+// (versioned: consistent snapshots) or ROLE.json. It returns the bytes
+// written, for the meta of the role above.
+func signAndWrite[T metadata.Roles](r *Repo, m *metadata.Metadata[T], role string, version *int64, expires *time.Time,
+	root *metadata.RootType, keys map[string][]*signingKey, versioned bool) ([]byte, error) {
+	*version++
+	*expires = r.now().Add(r.settings.lifetime(role))
+	if err := sign(m, role, root, keys[role], r.keyDir(role)); err != nil {
+		return nil, err
 	}
-	if b, err = st.timestamp.ToBytes(true); err != nil {
-		return fmt.Errorf("encode timestamp metadata: %w", err)
+	b, err := m.ToBytes(true)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s metadata: %w", role, err)
 	}
-	return writeAtomic(filepath.Join(md, "timestamp.json"), b, 0o644)
+	name := role + ".json"
+	if versioned {
+		name = strconv.FormatInt(*version, 10) + "." + name
+	}
+	return b, writeAtomic(filepath.Join(r.metaDir(), name), b, 0o644)
 }
 
 func metaFile(version int64, b []byte) *metadata.MetaFiles {
@@ -453,14 +521,10 @@ func Entries(t *metadata.TargetsType) ([]*Entry, error) { return entries(t) }
 
 // List returns every published patch level, revoked ones included.
 func (r *Repo) List() ([]*Entry, error) {
-	unlock, err := r.lock(unix.LOCK_SH)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	st, err := r.load()
-	if err != nil {
-		return nil, err
-	}
-	return entries(&st.targets.Signed)
+	var es []*Entry
+	err := r.view(func(st *state) (err error) {
+		es, err = entries(&st.targets.Signed)
+		return err
+	})
+	return es, err
 }

@@ -7,7 +7,6 @@ import (
 	"slices"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
-	"golang.org/x/sys/unix"
 )
 
 // RotateOptions configure Rotate.
@@ -41,20 +40,25 @@ func (r *Repo) Rotate(role string, o RotateOptions) (*RotateResult, error) {
 	if rootDir == "" {
 		rootDir = r.keyDir(metadata.ROOT)
 	}
-	unlock, err := r.lock(unix.LOCK_EX)
+	var res *RotateResult
+	err := r.update(func(tx *txn) (err error) {
+		res, err = r.rotate(tx, role, rootDir, o)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
-	st, err := r.load()
-	if err != nil {
-		return nil, err
-	}
+	return res, nil
+}
+
+// rotate is Rotate's change of the metadata in force.
+func (r *Repo) rotate(tx *txn, role, rootDir string, o RotateOptions) (*RotateResult, error) {
+	st := tx.st
 	rootKeys, err := readKeys(rootDir)
 	if err != nil {
 		return nil, err
 	}
-	online, err := r.onlineKeys()
+	online, err := tx.onlineKeys()
 	if err != nil {
 		return nil, err
 	}
@@ -157,8 +161,6 @@ func (r *Repo) Rotate(role string, o RotateOptions) (*RotateResult, error) {
 	if role != metadata.ROOT {
 		online[role] = fresh
 	}
-	if err := r.commit(st, true, online); err != nil {
-		return nil, err
-	}
+	tx.write, tx.targets = true, true
 	return res, nil
 }

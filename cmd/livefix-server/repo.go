@@ -316,7 +316,10 @@ http://ADDR. For the host API and dashboard use livefix-server serve.`, stderr)
 	fmt.Fprintf(stdout, "serving %s at http://%s/ (plain HTTP)\n", patchrepo.RepositoryDir(*data), ln.Addr())
 	// IdleTimeout longer than the agents' own (30 s): the client closes an
 	// idle connection first, so a poll never races the server's close.
-	srv := &http.Server{Handler: patchrepo.Handler(patchrepo.RepositoryDir(*data)),
+	// Polls are answered from memory for up to a second after the file
+	// was last checked (no stat per poll).
+	h := patchrepo.NewHandler(patchrepo.RepositoryDir(*data), patchrepo.HandlerOptions{Revalidate: time.Second})
+	srv := &http.Server{Handler: h,
 		ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	return fail(stderr, "static", srv.Serve(ln))
 }

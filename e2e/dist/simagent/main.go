@@ -4,7 +4,7 @@
 // with its own state directory and metadata cache, and only the kernel
 // step stubbed out (a level held in memory).
 //
-//	simagent -repo URL -root FILE -dir DIR -n N [-poll D] [-hold D]
+//	simagent -repo URL -root FILE -dir DIR -n N [-poll D] [-cpuprofile FILE]
 //
 // It prints "ready" once every agent holds the repository's current level
 // (brought there with a bounded concurrency), then runs every agent's
@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -68,6 +69,7 @@ func main() {
 	warm := flag.Int("warm", 32, "concurrency of the first update")
 	spread := flag.Bool("spread", true, "spread the daemons' first polls over one interval")
 	flag.StringVar(&buildID, "build-id", buildID, "kernel build-id the agents run")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile from ready until the end to this file")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -113,6 +115,17 @@ func main() {
 	wg.Wait()
 	if failed.Load() > 0 {
 		os.Exit(1)
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	fmt.Println("ready")
 	for _, a := range agents {
