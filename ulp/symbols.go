@@ -295,6 +295,7 @@ func (im *image) matches(t tsym, f *Func) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	unrelax(b, f)
 	for _, h := range f.Holes {
 		if uint64(h[0])+uint64(h[1]) > uint64(len(b)) {
 			return false, fmt.Errorf("function %s: relocation hole %v past its end", f.OrigName, h)
