@@ -169,15 +169,18 @@ func (m Mismatch) String() string { return m.Func + ": " + m.Reason }
 // function of the target the patch calls must have the bytes orig gives
 // for it (relocated fields masked); each one that does not, and each
 // static that cannot be located, is returned as a Mismatch. globals are
-// the global symbols (functions and data) u's original object defines:
-// one the patch uses must be found in the target, never resolved by name
-// in the process, where another object may have a symbol of that name.
-func (t *TargetFile) Bind(u *Unit, globals []string, orig OrigCode) (in bool, bad []Mismatch, err error) {
+// the global functions u's original object defines, defs all its global
+// symbols (functions and data): one of those the patch uses must be
+// found in the target, never resolved by name in the process, where
+// another object may have a symbol of that name.
+func (t *TargetFile) Bind(u *Unit, globals, defs []string, orig OrigCode) (in bool, bad []Mismatch, err error) {
 	im := t.im
-	own := map[string]bool{}
 	for _, g := range globals {
 		in = in || t.Has(g)
-		own[g] = true
+	}
+	own := map[string]bool{}
+	for _, d := range defs {
+		own[d] = true
 	}
 	for _, f := range u.Funcs {
 		in = in || t.Has(f.OrigName)

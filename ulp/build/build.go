@@ -215,12 +215,11 @@ func Build(ctx context.Context, c Config) (*Result, error) {
 	// and non-PIC objects, one source built into two programs) has one
 	// variant per way; the one whose code is in the target is used.
 	type variant struct {
-		job  compileJob
-		u    *ulp.Unit
-		cs   objdiff.ChangeSet
-		in   bool
-		bad  []ulp.Mismatch
-		glob []string
+		job compileJob
+		u   *ulp.Unit
+		cs  objdiff.ChangeSet
+		in  bool
+		bad []ulp.Mismatch
 	}
 	bySrc := map[string][]*variant{}
 	var srcs []string
@@ -262,8 +261,9 @@ func Build(ctx context.Context, c Config) (*Result, error) {
 		if u == nil {
 			continue // no functional change
 		}
-		v := &variant{job: oj, u: u, cs: cs, glob: globalDefs(a)}
-		if v.in, v.bad, err = tf.Bind(u, v.glob, orig.lookup(oj.key)); err != nil {
+		funcs, defs := globalDefs(a)
+		v := &variant{job: oj, u: u, cs: cs}
+		if v.in, v.bad, err = tf.Bind(u, funcs, defs, orig.lookup(oj.key)); err != nil {
 			return nil, err
 		}
 		if len(bySrc[pj.src]) == 0 {
@@ -397,13 +397,13 @@ func origCode(f *elfobj.File, rels map[*elfobj.Section][]*elfobj.Section, name s
 	return code, holes, relax
 }
 
-// globalDefs lists the global functions and data an object defines.
-func globalDefs(obj []byte) []string {
+// globalDefs lists the global functions an object defines, and all its
+// global definitions (functions and data).
+func globalDefs(obj []byte) (funcs, defs []string) {
 	f, err := elfobj.Read(obj)
 	if err != nil {
-		return nil
+		return nil, nil
 	}
-	var out []string
 	for _, s := range f.Symbols {
 		switch s.Type {
 		case elf.STT_FUNC, elf.STT_OBJECT, elf.STT_TLS, elf.STT_GNU_IFUNC:
@@ -411,10 +411,13 @@ func globalDefs(obj []byte) []string {
 			continue
 		}
 		if s.Bind != elf.STB_LOCAL && s.Section != nil && s.Name != "" {
-			out = append(out, s.Name)
+			defs = append(defs, s.Name)
+		}
+		if s.Type == elf.STT_FUNC && s.Bind != elf.STB_LOCAL && s.Section != nil {
+			funcs = append(funcs, s.Name)
 		}
 	}
-	return out
+	return funcs, defs
 }
 
 func fileSymbol(f *elfobj.File) string {
