@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/livefix/livefix/elfobj"
+	"github.com/livefix/livefix/internal/e2etest"
 	"github.com/livefix/livefix/ulp"
 )
 
@@ -183,7 +184,7 @@ func TestDebianZlib(t *testing.T) {
 	require(t)
 	work := t.TempDir()
 	pristine, version := zlibSource(t, work)
-	livefix, livefixBuild := buildTools(t)
+	livefix, livefixBuild := e2etest.Tools(t)
 	t.Logf("zlib %s from %s", version, debsrcCache)
 
 	// The package as Debian builds it, in a copy of the unpacked source:

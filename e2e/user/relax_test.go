@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/livefix/livefix/internal/e2etest"
 )
 
 // TestRelaxedGOT: a library built the way distribution libraries are
@@ -20,7 +22,7 @@ import (
 // being looked up by name in the process.
 func TestRelaxedGOT(t *testing.T) {
 	require(t)
-	livefix, livefixBuild := buildTools(t)
+	livefix, livefixBuild := e2etest.Tools(t)
 	patch, _ := filepath.Abs(filepath.Join("testdata", "vis.patch"))
 	dir := filepath.Join(t.TempDir(), "vislib")
 	if out, err := exec.Command("cp", "-a", filepath.Join("testdata", "vislib"), dir).CombinedOutput(); err != nil {
