@@ -108,3 +108,56 @@ func TestRelaxedGOT(t *testing.T) {
 		}
 	})
 }
+
+// TestCopyRelocation: a patch reading a variable a library exports, which
+// the program refers to directly, so the program holds the live copy
+// (R_X86_64_COPY) and the library's own copy is stale: the patch must
+// read the program's, as the library's code does through its GOT.
+func TestCopyRelocation(t *testing.T) {
+	require(t)
+	livefix, livefixBuild := e2etest.Tools(t)
+	patch, _ := filepath.Abs(filepath.Join("testdata", "copyreloc.patch"))
+	dir := filepath.Join(t.TempDir(), "copyreloc")
+	if out, err := exec.Command("cp", "-a", filepath.Join("testdata", "copyreloc"), dir).CombinedOutput(); err != nil {
+		t.Fatalf("copy: %v %s", err, out)
+	}
+	if out, err := exec.Command("make", "-s", "-C", dir).CombinedOutput(); err != nil {
+		t.Fatalf("make: %v %s", err, out)
+	}
+	if out, _ := exec.Command("readelf", "-r", filepath.Join(dir, "cnt")).Output(); !strings.Contains(string(out), "R_X86_64_COPY") {
+		t.Fatal("cnt has no copy relocation")
+	}
+	lfp := filepath.Join(t.TempDir(), "cnt.lfp")
+	if _, rc := run(t, nil, livefixBuild, "user", "--src", dir, "--patch", patch, "--build", "make", "--target-binary", filepath.Join(dir, "libcnt.so"), "-o", lfp); rc != 0 {
+		t.Fatalf("livefix-build: exit %d", rc)
+	}
+	cmd := exec.Command(filepath.Join(dir, "cnt"))
+	in, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	p := &authd{t: t, cmd: cmd, in: in, rd: bufio.NewReader(stdout), pid: itoa(cmd.Process.Pid)}
+	if got := p.ask(""); got != "ready" {
+		t.Fatalf("cnt: %q", got)
+	}
+	if got := p.ask("x"); got != "42" {
+		t.Fatalf("get() = %s before the patch, want 42", got)
+	}
+	env := []string{"LIVEFIX_STATE_DIR=" + t.TempDir()}
+	if _, rc := run(t, env, livefix, "process", "patch", "--pid", p.pid, lfp); rc != 0 {
+		t.Fatalf("patch: exit %d", rc)
+	}
+	// 6 would be the library's stale copy plus one.
+	if got := p.ask("x"); got != "43" {
+		t.Fatalf("get() = %s with the patch, want 43 (the program's copy of counter, plus one)", got)
+	}
+	if _, rc := run(t, env, livefix, "process", "unpatch", "--pid", p.pid); rc != 0 {
+		t.Fatalf("unpatch: exit %d", rc)
+	}
+	if got := p.ask("x"); got != "42" {
+		t.Fatalf("get() = %s after unpatch, want 42", got)
+	}
+}
