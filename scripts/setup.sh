@@ -88,3 +88,43 @@ for c in qemu-system-x86_64 gcc make patch xz cpio flex bison bc; do
 	command -v "$c" >/dev/null || die "$c not on PATH after install"
 done
 log "ok: kernel $release, headers, source, qemu and toolchain present"
+
+# Userspace live patching of a real Debian library rebuilt from its source
+# package (e2e/user TestDebianZlib): deb-src for bookworm main in a sources
+# file of its own, zlib's Build-Depends with the nobiarch build profile
+# (debhelper, dpkg-dev; gcc-multilib is only for the 32-bit packages), and
+# the source package of the installed zlib1g, downloaded once into a cache.
+debsrc_list=/etc/apt/sources.list.d/livefix-deb-src.sources
+debsrc_cache=/var/cache/livefix/debsrc/zlib
+apt_get=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -qq)
+if [[ ! -e $debsrc_list ]]; then
+	log "enabling deb-src for bookworm main in $debsrc_list"
+	printf '%s\n' '# livefix scripts/setup.sh: Debian source packages (apt-get source) for' \
+		'# the test that rebuilds a Debian library with its own packaging.' \
+		'Types: deb-src' 'URIs: http://deb.debian.org/debian' 'Suites: bookworm' \
+		'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' |
+		"${sudo[@]}" tee "$debsrc_list.tmp" >/dev/null
+	"${sudo[@]}" mv "$debsrc_list.tmp" "$debsrc_list"
+	"${apt_get[@]}" update || die "apt-get update with $debsrc_list failed; check the network"
+fi
+mapfile -t need < <(missing dpkg-dev debhelper)
+if [[ ${#need[@]} -gt 0 ]]; then
+	log "installing zlib's build dependencies: ${need[*]}"
+	"${apt_get[@]}" install -y --no-install-recommends "${need[@]}" ||
+		die "apt-get install ${need[*]} failed; see the apt output above"
+fi
+zlib_version=$(dpkg-query -W -f='${source:Version}' zlib1g)
+zlib_dsc="$debsrc_cache/zlib_${zlib_version#*:}.dsc"
+if [[ ! -e $zlib_dsc ]]; then
+	log "downloading the source package zlib $zlib_version into $debsrc_cache"
+	# Into a fresh directory first: an interrupted download leaves no
+	# half-filled cache behind.
+	"${sudo[@]}" rm -rf "$debsrc_cache.part"
+	"${sudo[@]}" mkdir -p "$debsrc_cache.part"
+	(cd "$debsrc_cache.part" && "${apt_get[@]}" source --download-only "zlib=$zlib_version") ||
+		die "apt-get source zlib=$zlib_version failed; is $debsrc_list there and apt-get update done?"
+	"${sudo[@]}" rm -rf "$debsrc_cache"
+	"${sudo[@]}" mv "$debsrc_cache.part" "$debsrc_cache"
+fi
+[[ -e $zlib_dsc ]] || die "$zlib_dsc is missing after apt-get source"
+log "ok: zlib $zlib_version source package in $debsrc_cache"

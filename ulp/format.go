@@ -91,6 +91,10 @@ type Func struct {
 	// offset, length). The running function must match it.
 	Code  []byte      `json:"code,omitempty"`
 	Holes [][2]uint32 `json:"holes,omitempty"`
+	// Relax lists the holes of relocations that load an address from the
+	// GOT (R_X86_64_GOTPCRELX, R_X86_64_REX_GOTPCRELX): the linker may
+	// have rewritten those instructions (see relax.go).
+	Relax []Relax `json:"relax,omitempty"`
 	// Addr and Size locate the function in the target (ELF virtual
 	// address), when the patch builder resolved it against the target
 	// binary (through its symbol table or its separate debug file); zero

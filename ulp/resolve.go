@@ -218,6 +218,21 @@ func prepare(p *Patch, v *view) (*plan, error) {
 // resolve finds the symbol an Extern names in the running process.
 func (v *view) resolve(file string, e Extern, weak bool) (*ref, error) {
 	im := v.timg
+	// A global the target defines and exports but reaches through its
+	// own GOT is preemptible: the dynamic linker may have bound it
+	// elsewhere, most often a variable the executable copy-relocated
+	// (the live copy is the executable's, the library's own is stale),
+	// or a function it interposes. The patch must use what the target's
+	// code uses.
+	if !e.Local && e.Type != elf.STT_TLS {
+		if slots := im.got[e.Name]; len(slots) > 0 {
+			if b, err := v.read(v.target.Bias+slots[0], 8); err == nil {
+				if a := binary.LittleEndian.Uint64(b); a != 0 && !v.inObject(v.target, a) {
+					return &ref{name: e.Name, kind: refFar, fn: e.Func, addr: a}, nil
+				}
+			}
+		}
+	}
 	var t tsym
 	found := false
 	if e.Resolved {

@@ -38,6 +38,10 @@ type image struct {
 	// imports: symbol name -> addresses of the object's own GOT slots
 	// that the dynamic linker fills with that symbol's address.
 	imports map[string][]uint64
+	// got: symbol name -> the object's GOT slots for it (GLOB_DAT and
+	// JUMP_SLOT relocations only, no addend): where the object's own code
+	// finds that symbol, interposition and copy relocations included.
+	got map[string][]uint64
 	// tpoff: symbol name -> GOT slot holding its TLS offset (TPOFF64).
 	tpoff map[string]uint64
 	// dtpmod: GOT slots holding this object's TLS module id (DTPMOD64
@@ -104,6 +108,7 @@ func readImage(r io.ReaderAt, dbg io.ReaderAt) (*image, error) {
 		files:    map[string]map[string][]tsym{},
 		locals:   map[string][]tsym{},
 		imports:  map[string][]uint64{},
+		got:      map[string][]uint64{},
 		tpoff:    map[string]uint64{},
 		irel:     map[uint64]uint64{},
 	}
@@ -212,6 +217,9 @@ func readDynRelocs(f *elf.File, dyn []elf.Symbol, im *image) error {
 			case elf.R_X86_64_GLOB_DAT, elf.R_X86_64_JMP_SLOT, elf.R_X86_64_64:
 				if sym != nil && sym.Name != "" {
 					im.imports[sym.Name] = append(im.imports[sym.Name], off)
+					if typ != elf.R_X86_64_64 {
+						im.got[sym.Name] = append(im.got[sym.Name], off)
+					}
 				}
 			case elf.R_X86_64_TPOFF64:
 				if sym != nil && sym.Name != "" {
@@ -295,6 +303,7 @@ func (im *image) matches(t tsym, f *Func) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	unrelax(b, f)
 	for _, h := range f.Holes {
 		if uint64(h[0])+uint64(h[1]) > uint64(len(b)) {
 			return false, fmt.Errorf("function %s: relocation hole %v past its end", f.OrigName, h)

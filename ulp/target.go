@@ -168,11 +168,19 @@ func (m Mismatch) String() string { return m.Func + ": " + m.Reason }
 // program of the build). Otherwise every function to replace and every
 // function of the target the patch calls must have the bytes orig gives
 // for it (relocated fields masked); each one that does not, and each
-// static that cannot be located, is returned as a Mismatch.
-func (t *TargetFile) Bind(u *Unit, globals []string, orig OrigCode) (in bool, bad []Mismatch, err error) {
+// static that cannot be located, is returned as a Mismatch. globals are
+// the global functions u's original object defines, defs all its global
+// symbols (functions and data): one of those the patch uses must be
+// found in the target, never resolved by name in the process, where
+// another object may have a symbol of that name.
+func (t *TargetFile) Bind(u *Unit, globals, defs []string, orig OrigCode) (in bool, bad []Mismatch, err error) {
 	im := t.im
 	for _, g := range globals {
 		in = in || t.Has(g)
+	}
+	own := map[string]bool{}
+	for _, d := range defs {
+		own[d] = true
 	}
 	for _, f := range u.Funcs {
 		in = in || t.Has(f.OrigName)
@@ -215,6 +223,18 @@ func (t *TargetFile) Bind(u *Unit, globals []string, orig OrigCode) (in bool, ba
 			s, found = ls[0], true
 		} else if len(ls) > 1 {
 			bad = append(bad, Mismatch{e.Name, fmt.Sprintf("%d local symbols of that name in %s and none in %s", len(ls), t.Path, orUnknown(u.File))})
+			continue
+		}
+		if !found && own[e.Name] {
+			// The unit defines it, so the target does, but not under a
+			// name livefix can find: hidden or made local by a version
+			// script, and the target is stripped (or the linker dropped
+			// it).
+			if !im.hasSymtab {
+				bad = append(bad, Mismatch{e.Name, fmt.Sprintf("defined by %s in the target but not exported by %s (hidden, or local by a version script), which is stripped, and no debug file was found (by build-id under %v, or by its .gnu_debuglink); pass it with --debug-file", orUnknown(u.File), t.Path, DebugRoots)})
+			} else {
+				bad = append(bad, Mismatch{e.Name, fmt.Sprintf("defined by %s, but not in the symbol table of %s (symbols from %s)", orUnknown(u.File), t.Path, t.Symbols)})
+			}
 			continue
 		}
 		if !found {

@@ -215,12 +215,11 @@ func Build(ctx context.Context, c Config) (*Result, error) {
 	// and non-PIC objects, one source built into two programs) has one
 	// variant per way; the one whose code is in the target is used.
 	type variant struct {
-		job  compileJob
-		u    *ulp.Unit
-		cs   objdiff.ChangeSet
-		in   bool
-		bad  []ulp.Mismatch
-		glob []string
+		job compileJob
+		u   *ulp.Unit
+		cs  objdiff.ChangeSet
+		in  bool
+		bad []ulp.Mismatch
 	}
 	bySrc := map[string][]*variant{}
 	var srcs []string
@@ -262,8 +261,9 @@ func Build(ctx context.Context, c Config) (*Result, error) {
 		if u == nil {
 			continue // no functional change
 		}
-		v := &variant{job: oj, u: u, cs: cs, glob: globalFuncs(a)}
-		if v.in, v.bad, err = tf.Bind(u, v.glob, orig.lookup(oj.key)); err != nil {
+		funcs, defs := globalDefs(a)
+		v := &variant{job: oj, u: u, cs: cs}
+		if v.in, v.bad, err = tf.Bind(u, funcs, defs, orig.lookup(oj.key)); err != nil {
 			return nil, err
 		}
 		if len(bySrc[pj.src]) == 0 {
@@ -271,12 +271,21 @@ func Build(ctx context.Context, c Config) (*Result, error) {
 		}
 		bySrc[pj.src] = append(bySrc[pj.src], v)
 	}
+	// Several variants may match the target's code (zlib's Makefile
+	// compiles each source for the static and for the shared library; a
+	// function touching no preemptible symbol is the same either way).
+	// The one compiled the way the target's code is must be used: its new
+	// code reaches exported symbols as the target's does (through the
+	// GOT, so interposition is kept, in a shared library).
+	shared := sharedLibrary(targetPath)
 	for _, s := range srcs {
 		var use *variant
 		var inBad []*variant
 		for _, v := range bySrc[s] {
-			if v.in && len(v.bad) == 0 && use == nil {
-				use = v
+			if v.in && len(v.bad) == 0 {
+				if use == nil || isPIC(use.job.args) != shared && isPIC(v.job.args) == shared {
+					use = v
+				}
 			} else if v.in && len(v.bad) > 0 {
 				inBad = append(inBad, v)
 			}
@@ -338,7 +347,7 @@ func diffObject(name string, a, b []byte) (*ulp.Unit, objdiff.ChangeSet, error) 
 	rels := fa.RelocSections()
 	for _, f := range res.Funcs {
 		uf := ulp.Func{Name: f.Name, OrigName: f.OrigName, Local: f.Local}
-		uf.Code, uf.Holes = origCode(fa, rels, f.OrigName)
+		uf.Code, uf.Holes, uf.Relax = origCode(fa, rels, f.OrigName)
 		u.Funcs = append(u.Funcs, uf)
 	}
 	for _, e := range res.Externals {
@@ -348,8 +357,9 @@ func diffObject(name string, a, b []byte) (*ulp.Unit, objdiff.ChangeSet, error) 
 }
 
 // origCode returns the machine code of function name in f with the
-// bytes its relocations fill in zeroed, and where those are.
-func origCode(f *elfobj.File, rels map[*elfobj.Section][]*elfobj.Section, name string) ([]byte, [][2]uint32) {
+// bytes its relocations fill in zeroed, where those are, and which of
+// them are GOT loads the linker may have relaxed (ulp.Relax).
+func origCode(f *elfobj.File, rels map[*elfobj.Section][]*elfobj.Section, name string) ([]byte, [][2]uint32, []ulp.Relax) {
 	var sym *elfobj.Symbol
 	for _, s := range f.Symbols {
 		if s.Name == name && s.Type == elf.STT_FUNC && s.Section != nil {
@@ -358,10 +368,11 @@ func origCode(f *elfobj.File, rels map[*elfobj.Section][]*elfobj.Section, name s
 		}
 	}
 	if sym == nil || sym.Section.Type == elf.SHT_NOBITS || sym.Value+sym.Size > uint64(len(sym.Section.Data)) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	code := bytes.Clone(sym.Section.Data[sym.Value : sym.Value+sym.Size])
 	var holes [][2]uint32
+	var relax []ulp.Relax
 	for _, rs := range rels[sym.Section] {
 		for _, r := range rs.Relocs {
 			n := uint64(4)
@@ -377,24 +388,36 @@ func origCode(f *elfobj.File, rels map[*elfobj.Section][]*elfobj.Section, name s
 			off := r.Offset - sym.Value
 			clear(code[off : off+n])
 			holes = append(holes, [2]uint32{uint32(off), uint32(n)})
+			switch r.Type {
+			case elf.R_X86_64_GOTPCRELX, elf.R_X86_64_REX_GOTPCRELX:
+				relax = append(relax, ulp.Relax{Off: uint32(off), REX: r.Type == elf.R_X86_64_REX_GOTPCRELX})
+			}
 		}
 	}
-	return code, holes
+	return code, holes, relax
 }
 
-// globalFuncs lists the global functions an object defines.
-func globalFuncs(obj []byte) []string {
+// globalDefs lists the global functions an object defines, and all its
+// global definitions (functions and data).
+func globalDefs(obj []byte) (funcs, defs []string) {
 	f, err := elfobj.Read(obj)
 	if err != nil {
-		return nil
+		return nil, nil
 	}
-	var out []string
 	for _, s := range f.Symbols {
+		switch s.Type {
+		case elf.STT_FUNC, elf.STT_OBJECT, elf.STT_TLS, elf.STT_GNU_IFUNC:
+		default:
+			continue
+		}
+		if s.Bind != elf.STB_LOCAL && s.Section != nil && s.Name != "" {
+			defs = append(defs, s.Name)
+		}
 		if s.Type == elf.STT_FUNC && s.Bind != elf.STB_LOCAL && s.Section != nil {
-			out = append(out, s.Name)
+			funcs = append(funcs, s.Name)
 		}
 	}
-	return out
+	return funcs, defs
 }
 
 func fileSymbol(f *elfobj.File) string {
@@ -404,6 +427,40 @@ func fileSymbol(f *elfobj.File) string {
 		}
 	}
 	return ""
+}
+
+// sharedLibrary: path is a shared library (not an executable, PIE or not).
+func sharedLibrary(path string) bool {
+	f, err := elf.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if f.Type != elf.ET_DYN {
+		return false
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return false
+		}
+	}
+	return true
+}
+
+// isPIC: the compile options make position-independent code for a
+// shared library (-fPIC or -fpic, as the last of the -f[no-]pic/pie
+// options).
+func isPIC(args []string) bool {
+	pic := false
+	for _, a := range args {
+		switch a {
+		case "-fPIC", "-fpic":
+			pic = true
+		case "-fno-PIC", "-fno-pic", "-fPIE", "-fpie", "-fno-PIE", "-fno-pie":
+			pic = false
+		}
+	}
+	return pic
 }
 
 func soname(path string) string {
@@ -458,11 +515,11 @@ func indexOrig(tree string, jobs map[string]compileJob) (*origIndex, error) {
 			if s.Type != elf.STT_FUNC || s.Section == nil || s.Name == "" {
 				continue
 			}
-			code, holes := origCode(f, rels, s.Name)
+			code, holes, relax := origCode(f, rels, s.Name)
 			if code == nil {
 				continue
 			}
-			fn := ulp.Func{OrigName: s.Name, Code: code, Holes: holes}
+			fn := ulp.Func{OrigName: s.Name, Code: code, Holes: holes, Relax: relax}
 			m[s.Name] = fn
 			if s.Bind != elf.STB_LOCAL {
 				ix.globals[s.Name] = append(ix.globals[s.Name], fn)
