@@ -7,8 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livefix/livefix/internal/e2etest"
 	"github.com/livefix/livefix/internal/kerneltest"
-	"github.com/livefix/livefix/internal/vmtest"
+	"github.com/livefix/livefix/internal/kernelvm"
 )
 
 // headerCase changes the static inline get_proc_task() in
@@ -53,7 +54,7 @@ func TestHeaderInline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
-	livefix, livefixBuild := buildTools(t, tmp)
+	livefix, livefixBuild := e2etest.Tools(t)
 	outDir := filepath.Join(tmp, "patches")
 
 	start := time.Now()
@@ -79,7 +80,7 @@ func TestHeaderInline(t *testing.T) {
 		t.FailNow()
 	}
 
-	res, err := vmtest.Run(ctx, vmtest.Config{
+	res, err := kernelvm.Run(ctx, kernelvm.Config{
 		Target: tgt,
 		Script: headerScript,
 		Files: map[string]string{
@@ -87,7 +88,7 @@ func TestHeaderInline(t *testing.T) {
 			"/root/p/lf_hdr.ko": filepath.Join(outDir, "lf_hdr.ko"),
 		},
 		Timeout: 10 * time.Minute,
-		Log:     testLog{t},
+		Log:     e2etest.GuestLog(t),
 	})
 	if err != nil {
 		t.Fatal(err)
