@@ -123,6 +123,18 @@ func FromPatches(ctx context.Context, req Request) (*Manifest, error) {
 		if strings.Contains(err.Error(), "apply ") || errors.Is(err, kbuild.ErrPatch) || strings.Contains(err.Error(), "only changes to .c files") || strings.Contains(err.Error(), "patches may only change existing") || errors.Is(err, kbuild.ErrTooManyUnits) {
 			return nil, fmt.Errorf("%w: %w", err, ErrBadInput)
 		}
+		var asmErr *kbuild.AssemblyChangedError
+		if errors.As(err, &asmErr) {
+			re := &objdiff.RefusedError{}
+			for _, u := range asmErr.Units {
+				re.Refused = append(re.Refused, objdiff.Refusal{Symbol: u,
+					Reason: "assembly changed by " + strings.Join(asmErr.Headers, ", ") + " (a live patch replaces C functions only)"})
+			}
+			return nil, fmt.Errorf("%w: %w", err, re)
+		}
+		if errors.Is(err, kbuild.ErrNoUnits) {
+			return nil, fmt.Errorf("%w: %w", err, objdiff.ErrNoFunctionalChange)
+		}
 		return nil, err
 	}
 	if err := tree.CheckCompiler(ctx, pairs[0].Orig); err != nil {

@@ -157,9 +157,9 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 		}
 		asm = asmUnits
 	}
-	if len(sources) == 0 {
-		return nil, fmt.Errorf("build objects: no translation unit of this kernel configuration includes %s, so the patches change no code of kernel %s",
-			strings.Join(headers, ", "), tr.Target.Release)
+	if len(sources) == 0 && len(asm) == 0 {
+		return nil, fmt.Errorf("build objects: no translation unit of this kernel configuration includes %s, so the patches change no code of kernel %s: %w",
+			strings.Join(headers, ", "), tr.Target.Release, ErrNoUnits)
 	}
 
 	pairs := make([]ObjectPair, len(sources))
@@ -271,15 +271,35 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 		}
 	}
 	if len(changedAsm) > 0 {
-		return nil, fmt.Errorf("build objects: the change to %s alters assembly code in %s (its preprocessed text differs); a live patch replaces C functions only, so this cannot be live patched: %w",
-			strings.Join(existing, ", "), strings.Join(changedAsm, ", "), ErrAssemblyChanged)
+		return nil, &AssemblyChangedError{Headers: existing, Units: changedAsm}
+	}
+	if len(pairs) == 0 {
+		return nil, fmt.Errorf("build objects: %s changes the text of no assembly unit and is read by no C unit of this kernel configuration, so the patches change no code of kernel %s: %w",
+			strings.Join(existing, ", "), tr.Target.Release, ErrNoUnits)
 	}
 	return pairs, nil
 }
 
-// ErrAssemblyChanged is wrapped by BuildPair's refusal of a header change
-// that changes what an assembly unit assembles.
+// ErrNoUnits is wrapped by BuildPair's error when the patches change
+// only headers that no unit of this configuration reads.
+var ErrNoUnits = errors.New("no unit to build")
+
+// ErrAssemblyChanged is wrapped by *AssemblyChangedError.
 var ErrAssemblyChanged = errors.New("assembly changed")
+
+// AssemblyChangedError refuses a header change that changes what an
+// assembly unit assembles: a live patch replaces C functions only.
+type AssemblyChangedError struct {
+	Headers []string // the changed headers
+	Units   []string // assembly units whose preprocessed text differs
+}
+
+func (e *AssemblyChangedError) Error() string {
+	return fmt.Sprintf("build objects: the change to %s alters assembly code in %s (its preprocessed text differs); a live patch replaces C functions only, so this cannot be live patched",
+		strings.Join(e.Headers, ", "), strings.Join(e.Units, ", "))
+}
+
+func (e *AssemblyChangedError) Unwrap() error { return ErrAssemblyChanged }
 
 // buildTarget is one make target of a build: a unit's object (or, for an
 // assembly unit, its preprocessed text) and where to copy it.

@@ -9,6 +9,9 @@ import (
 // tree lock themselves through BuildPair's callers; here the caller must
 // not hold it.
 func (tr *Tree) HeaderUnits(ctx context.Context, headers []string, log io.Writer) ([]string, []string, error) {
+	if log == nil {
+		log = io.Discard
+	}
 	unlock, err := tr.acquire(ctx, log)
 	if err != nil {
 		return nil, nil, err

@@ -3,7 +3,10 @@ package kbuild_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,4 +53,53 @@ func TestHeaderUnitsDebian(t *testing.T) {
 		t.Fatalf("include/linux/kernel.h: got %v, want a HeaderUnitsError over the limit of 100", err)
 	}
 	t.Logf("refusal: %v", err)
+}
+
+// asmHeaderPatch changes arch/x86/entry/calling.h, which only assembly
+// units read (entry_64.S and others): with a comment the preprocessed
+// assembly is unchanged, with an instruction in CLEAR_REGS it is not.
+func asmHeaderPatch(line string) string {
+	return "--- a/arch/x86/entry/calling.h\n+++ b/arch/x86/entry/calling.h\n" +
+		"@@ -97,6 +97,7 @@\n .endm\n \n .macro CLEAR_REGS\n+" + line + "\n \t/*\n \t * Sanitize registers of values that a speculation attack might\n \t * otherwise want to exploit. The lower registers are likely clobbered\n"
+}
+
+// TestHeaderAssemblyDebian: a header read only by assembly units is
+// preprocessed before and after; a changed text is refused by name, an
+// unchanged one is "no unit to build".
+func TestHeaderAssemblyDebian(t *testing.T) {
+	tgt := kerneltest.RequireTarget(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	tr, err := kbuild.Prepare(ctx, tgt, logWriter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, line string
+		want       error
+	}{
+		{"comment", "\t/* livefix: a comment only */", kbuild.ErrNoUnits},
+		{"instruction", "\tnop", kbuild.ErrAssemblyChanged},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			patch := filepath.Join(t.TempDir(), "calling.patch")
+			if err := os.WriteFile(patch, []byte(asmHeaderPatch(tt.line)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := tr.BuildPair(ctx, []string{patch}, t.TempDir(), logWriter{t})
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+			var ae *kbuild.AssemblyChangedError
+			if errors.As(err, &ae) && !slices.Contains(ae.Units, "arch/x86/entry/entry_64.S") {
+				t.Errorf("refusal names %v, want arch/x86/entry/entry_64.S among them", ae.Units)
+			}
+			t.Logf("%v", err)
+		})
+	}
+	data, err := os.ReadFile(filepath.Join(tr.Dir, "arch/x86/entry/calling.h"))
+	if err != nil || strings.Contains(string(data), "livefix") || strings.Contains(string(data), "CLEAR_REGS\n\tnop") {
+		t.Fatalf("calling.h was not restored (%v)", err)
+	}
 }

@@ -189,3 +189,21 @@ func TestProgressWriter(t *testing.T) {
 		t.Fatalf("done %d, output %q", p.done, out.String())
 	}
 }
+
+func TestArchRoots(t *testing.T) {
+	dir := tree(t, map[string]string{
+		"src/arch/x86/Makefile": "libs-y  += arch/x86/lib/\n" +
+			"drivers-$(CONFIG_PCI)            += arch/x86/pci/\n" +
+			"drivers-$(CONFIG_MATH_EMULATION) += arch/x86/math-emu/\n" +
+			"core-y += arch/x86/\n",
+		"src/.config": "CONFIG_X86_64=y\nCONFIG_PCI=y\n# CONFIG_MATH_EMULATION is not set\n",
+	})
+	tr := &Tree{Dir: filepath.Join(dir, "src"), root: dir}
+	got := tr.archRoots()
+	if !got["arch/x86/lib"] || !got["arch/x86/pci"] || got["arch/x86/math-emu"] || len(got) != 2 {
+		t.Fatalf("archRoots = %v", got)
+	}
+	if tr.bits() != "64" {
+		t.Fatalf("bits = %s", tr.bits())
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 )
@@ -21,7 +22,7 @@ import (
 const (
 	objectListsName = "object-lists.json" // in Tree.root: dir -> dirObjects
 	unitDepsName    = "unit-deps.json"    // in Tree.root: unit -> headers it read
-	recordsVersion  = "1"
+	recordsVersion  = "2"
 )
 
 // dirObjects is what kbuild builds in one directory with the tree's
@@ -79,8 +80,11 @@ func (tr *Tree) dirObjectsOf(ctx context.Context, rec *records, mk, dir string) 
 	if d, ok := rec.Dirs[dir]; ok {
 		return d, nil
 	}
+	// Makefile.build alone lacks what the top-level and arch Makefiles
+	// export; of that, object lists use only BITS (arch/x86's
+	// entry_$(BITS).o) and the architecture's name.
 	out, err := run(ctx, tr.Dir, "make", "-s", "-f", mk, "obj="+dir, "srctree=.", "objtree=.",
-		"KBUILD_BUILTIN=1", "KBUILD_MODULES=1", "livefix-list")
+		"SRCARCH=x86", "ARCH=x86", "BITS="+tr.bits(), "KBUILD_BUILTIN=1", "KBUILD_MODULES=1", "livefix-list")
 	if err != nil {
 		return dirObjects{}, fmt.Errorf("list the objects kbuild builds in %s: %w:%s", dir, err, tail(out, 6))
 	}
@@ -122,6 +126,7 @@ func (tr *Tree) builtUnits(ctx context.Context, units []string) ([]string, error
 		return nil, fmt.Errorf("list objects: %w", err)
 	}
 	tmp.Close()
+	var archRoots map[string]bool
 	var reachable func(dir string) (bool, error)
 	reach := map[string]bool{}
 	reachable = func(dir string) (bool, error) {
@@ -136,6 +141,10 @@ func (tr *Tree) builtUnits(ctx context.Context, units []string) ([]string, error
 			}
 			reach[dir] = v
 			return v, nil
+		}
+		if archRoots[dir] {
+			reach[dir] = true
+			return true, nil
 		}
 		reach[dir] = false
 		for a := path.Dir(dir); a != "." && a != "/"; a = path.Dir(a) {
@@ -156,6 +165,7 @@ func (tr *Tree) builtUnits(ctx context.Context, units []string) ([]string, error
 		}
 		return false, nil
 	}
+	archRoots = tr.archRoots()
 	var built []string
 	for _, u := range units {
 		obj := strings.TrimSuffix(strings.TrimSuffix(u, ".c"), ".S") + ".o"
@@ -231,4 +241,35 @@ func parseDeps(data []byte) ([]string, bool) {
 		}
 	}
 	return deps, found
+}
+
+// bits is arch/x86/Makefile's BITS for the tree's .config.
+func (tr *Tree) bits() string {
+	data, err := os.ReadFile(filepath.Join(tr.Dir, ".config"))
+	if err == nil && !bytes.Contains(data, []byte("\nCONFIG_X86_64=y\n")) && bytes.Contains(data, []byte("\nCONFIG_X86_32=y\n")) {
+		return "32"
+	}
+	return "64"
+}
+
+// archRootRE matches arch/x86/Makefile's lines that make kbuild descend
+// into a directory directly (libs-y += arch/x86/lib/).
+var archRootRE = regexp.MustCompile(`(?m)^\s*(?:core|drivers|libs|head)-(y|\$\((CONFIG_[A-Z0-9_]+)\))\s*\+?=\s*(arch/x86/[A-Za-z0-9_/-]+?)/?\s*$`)
+
+// archRoots returns the directories arch/x86/Makefile adds to the build
+// outside arch/x86/Kbuild's lists, with their conditions evaluated
+// against the tree's .config.
+func (tr *Tree) archRoots() map[string]bool {
+	roots := map[string]bool{}
+	mk, err := os.ReadFile(filepath.Join(tr.Dir, "arch/x86/Makefile"))
+	if err != nil {
+		return roots
+	}
+	config, _ := os.ReadFile(filepath.Join(tr.Dir, ".config"))
+	for _, m := range archRootRE.FindAllStringSubmatch(string(mk), -1) {
+		if m[1] == "y" || bytes.Contains(config, []byte("\n"+m[2]+"=y\n")) {
+			roots[m[3]] = true
+		}
+	}
+	return roots
 }
