@@ -44,6 +44,11 @@ type Request struct {
 	// Explain, when set, receives each touched file's diff result as soon
 	// as it is computed, refused or not (livefix-build kernel --explain).
 	Explain func(source string, res *objdiff.Result)
+	// MaxHeaderUnits limits how many translation units a changed header
+	// may bring into the build (kbuild.DefaultMaxHeaderUnits when zero).
+	MaxHeaderUnits int
+	// Progress, when not nil, receives progress lines of long compiles.
+	Progress io.Writer
 }
 
 // FromPatches builds a live patch module from source patches: it prepares
@@ -101,6 +106,7 @@ func FromPatches(ctx context.Context, req Request) (*Manifest, error) {
 	emit(Step{Name: "prepare", Seconds: time.Since(t).Seconds(), Detail: tree.Dir})
 
 	tree.Includes = CompatHeaders()
+	tree.MaxHeaderUnits, tree.Progress = req.MaxHeaderUnits, req.Progress
 	objDir := req.WorkDir
 	if objDir == "" {
 		d, err := os.MkdirTemp("", "livefix-objs-")
@@ -114,8 +120,20 @@ func FromPatches(ctx context.Context, req Request) (*Manifest, error) {
 	w := &stepWatcher{out: log, start: t, emit: emit}
 	pairs, err := tree.BuildPair(ctx, req.Patches, filepath.Join(objDir, "objects"), w)
 	if err != nil {
-		if strings.Contains(err.Error(), "apply ") || errors.Is(err, kbuild.ErrPatch) || strings.Contains(err.Error(), "only changes to .c files") || strings.Contains(err.Error(), "patches may only change existing") {
+		if strings.Contains(err.Error(), "apply ") || errors.Is(err, kbuild.ErrPatch) || strings.Contains(err.Error(), "only changes to .c files") || strings.Contains(err.Error(), "patches may only change existing") || errors.Is(err, kbuild.ErrTooManyUnits) {
 			return nil, fmt.Errorf("%w: %w", err, ErrBadInput)
+		}
+		var asmErr *kbuild.AssemblyChangedError
+		if errors.As(err, &asmErr) {
+			re := &objdiff.RefusedError{}
+			for _, u := range asmErr.Units {
+				re.Refused = append(re.Refused, objdiff.Refusal{Symbol: u,
+					Reason: "assembly changed by " + strings.Join(asmErr.Headers, ", ") + " (a live patch replaces C functions only)"})
+			}
+			return nil, fmt.Errorf("%w: %w", err, re)
+		}
+		if errors.Is(err, kbuild.ErrNoUnits) {
+			return nil, fmt.Errorf("%w: %w", err, objdiff.ErrNoFunctionalChange)
 		}
 		return nil, err
 	}

@@ -24,13 +24,18 @@ import (
 const kernelUsage = `usage: livefix-build kernel --patch FILE [--patch FILE...] --name NAME
        [--kernel RELEASE] [--source TARBALL|DIR] [--config FILE] [--vmlinux FILE] [--level N]
        [--module-object MODNAME=path/in/tree.c ...] [-o DIR] [--keep-tmp] [-v] [--json]
-       [--cve CVE-YYYY-NNNN ...] [--summary TEXT] [--explain]
+       [--cve CVE-YYYY-NNNN ...] [--summary TEXT] [--explain] [--max-header-units N]
 
 Builds a kernel livepatch module from source patches (unified diffs that
 apply with patch -p1 to the kernel source): prepares the kernel tree once
 (cached), compiles only the touched .c files before and after, diffs them,
 generates and links the module, and writes DIR/NAME.ko and DIR/NAME.json.
 Defaults target the newest installed Debian kernel.
+
+A changed header is followed to every translation unit of the kernel's
+configuration that reads it (kbuild's dependency records, cached per tree);
+all of them are compiled before and after and diffed. A header read by more
+than --max-header-units units (default 100) is refused with their count.
 
 --explain prints, for each touched file, what the diff engine decided per
 symbol: changed (and why: code bytes, a relocation target, a string),
@@ -68,6 +73,7 @@ func runKernel(args []string, stdout, stderr io.Writer) int {
 	verbose := fs.Bool("v", false, "show kbuild's commands and output")
 	asJSON := fs.Bool("json", false, "print the manifest as JSON on stdout")
 	explain := fs.Bool("explain", false, "say, per touched file and symbol, what changed and why, what was escalated, ignored or refused")
+	maxHeaderUnits := fs.Int("max-header-units", kbuild.DefaultMaxHeaderUnits, "most translation units a changed header may bring into the build")
 	pos, err := cli.Parse(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
@@ -86,6 +92,8 @@ func runKernel(args []string, stdout, stderr io.Writer) int {
 		return bad("need at least one --patch FILE (see --help)")
 	case *name == "":
 		return bad("need --name NAME: the module and /sys/kernel/livepatch name")
+	case *maxHeaderUnits < 1:
+		return bad("--max-header-units must be 1 or more, not %d", *maxHeaderUnits)
 	case *level < 1:
 		return bad("--level must be 1 or more, not %d", *level)
 	case strings.ContainsAny(*summary, "\n\r"):
@@ -166,7 +174,7 @@ func runKernel(args []string, stdout, stderr io.Writer) int {
 	m, err := klp.FromPatches(ctx, klp.Request{
 		Name: *name, Level: *level, Target: tgt, Patches: patches, ModuleObjects: override,
 		OutDir: *outDir, WorkDir: work, Log: log, CVEs: cves, Summary: *summary,
-		Explain: explainer,
+		Explain: explainer, MaxHeaderUnits: *maxHeaderUnits, Progress: progress,
 		OnStep: func(s klp.Step) {
 			steps++
 			detail := ""

@@ -1,6 +1,7 @@
 package kbuild
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,9 @@ type ObjectPair struct {
 	// module's name (dashes as underscores) when it was compiled with
 	// -DMODULE; "" when the record is missing.
 	Object string
+	// Headers lists the headers the patches change that the unit reads,
+	// from kbuild's dependency record of its pristine compile.
+	Headers []string
 	// Includes lists the touched .c files the unit #includes rather than
 	// compiles itself (kernel/sched/rt.c in build_policy.c); empty when
 	// Source is the touched file.
@@ -43,9 +47,15 @@ const PatchCFLAGS = "-ffunction-sections -fdata-sections"
 // too, and a crash while they are applied is repaired by the next Prepare
 // or BuildPair.
 //
-// Patches may change only existing .c files: a change to a header or
-// assembly file would change objects that are not rebuilt here, so it is
-// refused rather than silently missed.
+// A changed header is followed to every translation unit of this kernel
+// configuration that reads it (see headerUnits): they are all compiled,
+// in one make run per side with as many jobs as CPUs, and returned as
+// pairs whose Headers name the changed headers they read. More includers
+// than the tree's MaxHeaderUnits is a *HeaderUnitsError. An assembly unit
+// that reads a changed header is preprocessed before and after; if its
+// text differs the change is refused, since a live patch replaces C
+// functions only. Other files (assembly, Makefiles, Kconfig) cannot be
+// built object by object and are refused.
 func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, log io.Writer) (_ []ObjectPair, err error) {
 	if log == nil {
 		log = io.Discard
@@ -74,24 +84,29 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 			}
 		}
 	}
-	var sources, refused []string
+	var sources, headers, refused []string
 	includedBy := map[string][]string{} // translation unit -> touched .c files it includes
+	touchedUnit := map[string]bool{}    // units compiled for a touched .c file
 	for _, f := range touched {
-		if !strings.HasSuffix(f, ".c") {
+		switch {
+		case strings.HasSuffix(f, ".c"):
+			for _, u := range tr.unitsOf(f) {
+				if u != f {
+					includedBy[u] = append(includedBy[u], f)
+				}
+				touchedUnit[u] = true
+				if !slices.Contains(sources, u) {
+					sources = append(sources, u)
+				}
+			}
+		case strings.HasSuffix(f, ".h"):
+			headers = append(headers, f)
+		default:
 			refused = append(refused, f)
-			continue
-		}
-		for _, u := range tr.unitsOf(f) {
-			if u != f {
-				includedBy[u] = append(includedBy[u], f)
-			}
-			if !slices.Contains(sources, u) {
-				sources = append(sources, u)
-			}
 		}
 	}
 	if len(refused) > 0 {
-		return nil, fmt.Errorf("build objects: patches change %s; only changes to .c files can be built object by object (a header change affects every file that includes it)",
+		return nil, fmt.Errorf("build objects: patches change %s; only changes to .c files and headers can be built object by object",
 			strings.Join(refused, ", "))
 	}
 	absPatches := make([]string, len(patches))
@@ -121,6 +136,32 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 		}
 	}
 
+	// Headers the pristine tree has: a header the patch creates is read
+	// only by files the patch also changes.
+	var existing []string
+	for _, h := range headers {
+		if _, err := os.Stat(filepath.Join(tr.Dir, h)); err == nil {
+			existing = append(existing, h)
+		}
+	}
+	var asm []string
+	if len(existing) > 0 {
+		units, asmUnits, err := tr.headerUnits(ctx, existing, log)
+		if err != nil {
+			return nil, fmt.Errorf("build objects: %w", err)
+		}
+		for _, u := range units {
+			if !slices.Contains(sources, u) {
+				sources = append(sources, u)
+			}
+		}
+		asm = asmUnits
+	}
+	if len(sources) == 0 && len(asm) == 0 {
+		return nil, fmt.Errorf("build objects: no translation unit of this kernel configuration includes %s, so the patches change no code of kernel %s: %w",
+			strings.Join(headers, ", "), tr.Target.Release, ErrNoUnits)
+	}
+
 	pairs := make([]ObjectPair, len(sources))
 	for i, s := range sources {
 		obj := strings.TrimSuffix(s, ".c") + ".o"
@@ -131,13 +172,57 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 			Includes: includedBy[s],
 		}
 	}
-	defer tr.removeObjects(sources)
+	targets := func(which string, pairs []ObjectPair) []buildTarget {
+		var ts []buildTarget
+		for _, p := range pairs {
+			dst := p.Orig
+			if which == "patched" {
+				dst = p.Patched
+			}
+			ts = append(ts, buildTarget{src: p.Source, make: strings.TrimSuffix(p.Source, ".c") + ".o", dst: dst})
+		}
+		for _, a := range asm {
+			s := strings.TrimSuffix(a, ".S") + ".s"
+			ts = append(ts, buildTarget{src: a, make: s, dst: filepath.Join(outDir, which, s)})
+		}
+		return ts
+	}
+	all := targets("orig", pairs)
+	defer tr.removeTargets(all)
 
-	if err := tr.buildObjects(ctx, sources, "orig", func(i int) string { return pairs[i].Orig }, log); err != nil {
+	if err := tr.buildTargets(ctx, all, "orig", log); err != nil {
 		return nil, err
 	}
-	for i, s := range sources {
-		pairs[i].Object = tr.recordedObject(s)
+	// kbuild's records of the pristine compile: the object each unit
+	// belongs to, and the headers it read. A unit there only for a
+	// header it turns out not to read is not compiled again.
+	deps := tr.loadRecords(unitDepsName)
+	kept := pairs[:0]
+	for _, p := range pairs {
+		p.Object = tr.recordedObject(p.Source)
+		d, ok := tr.readDeps(p.Source)
+		if ok {
+			deps.Deps[p.Source] = d
+		}
+		for _, h := range existing {
+			if slices.Contains(d, h) {
+				p.Headers = append(p.Headers, h)
+			}
+		}
+		if !touchedUnit[p.Source] && ok && len(p.Headers) == 0 {
+			fmt.Fprintf(log, "kbuild: %s does not read %s (its .o.cmd record); not compiled again\n", p.Source, strings.Join(existing, ", "))
+			continue
+		}
+		kept = append(kept, p)
+	}
+	pairs = kept
+	for _, a := range asm {
+		if d, ok := tr.readDeps(a); ok {
+			deps.Deps[a] = d
+		}
+	}
+	if err := tr.saveRecords(unitDepsName, deps); err != nil {
+		return nil, fmt.Errorf("build objects: save dependency records: %w", err)
 	}
 
 	// From here on the tree is modified; the marker written by
@@ -170,50 +255,118 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 			return nil, fmt.Errorf("build objects: %w", err)
 		}
 	}
-	if err := tr.buildObjects(ctx, sources, "patched", func(i int) string { return pairs[i].Patched }, log); err != nil {
+	if err := tr.buildTargets(ctx, targets("patched", pairs), "patched", log); err != nil {
 		return nil, err
+	}
+	var changedAsm []string
+	for _, a := range asm {
+		s := strings.TrimSuffix(a, ".S") + ".s"
+		before, err1 := asmText(filepath.Join(outDir, "orig", s))
+		after, err2 := asmText(filepath.Join(outDir, "patched", s))
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, fmt.Errorf("build objects: compare %s: %w", a, err)
+		}
+		if !bytes.Equal(before, after) {
+			changedAsm = append(changedAsm, a)
+		}
+	}
+	if len(changedAsm) > 0 {
+		return nil, &AssemblyChangedError{Headers: existing, Units: changedAsm}
+	}
+	if len(pairs) == 0 {
+		return nil, fmt.Errorf("build objects: %s changes the text of no assembly unit and is read by no C unit of this kernel configuration, so the patches change no code of kernel %s: %w",
+			strings.Join(existing, ", "), tr.Target.Release, ErrNoUnits)
 	}
 	return pairs, nil
 }
 
-// buildObjects compiles sources with one make run and copies each object
-// to dst(i).
-func (tr *Tree) buildObjects(ctx context.Context, sources []string, which string, dst func(int) string, log io.Writer) error {
-	tr.removeObjects(sources) // make must compile, not trust timestamps
+// ErrNoUnits is wrapped by BuildPair's error when the patches change
+// only headers that no unit of this configuration reads.
+var ErrNoUnits = errors.New("no unit to build")
+
+// ErrAssemblyChanged is wrapped by *AssemblyChangedError.
+var ErrAssemblyChanged = errors.New("assembly changed")
+
+// AssemblyChangedError refuses a header change that changes what an
+// assembly unit assembles: a live patch replaces C functions only.
+type AssemblyChangedError struct {
+	Headers []string // the changed headers
+	Units   []string // assembly units whose preprocessed text differs
+}
+
+func (e *AssemblyChangedError) Error() string {
+	return fmt.Sprintf("build objects: the change to %s alters assembly code in %s (its preprocessed text differs); a live patch replaces C functions only, so this cannot be live patched",
+		strings.Join(e.Headers, ", "), strings.Join(e.Units, ", "))
+}
+
+func (e *AssemblyChangedError) Unwrap() error { return ErrAssemblyChanged }
+
+// buildTarget is one make target of a build: a unit's object (or, for an
+// assembly unit, its preprocessed text) and where to copy it.
+type buildTarget struct {
+	src  string // the unit, relative to the tree
+	make string // make's target, relative to the tree: DIR/FILE.o or DIR/FILE.s
+	dst  string
+}
+
+// buildTargets compiles targets with one make run, as many jobs as CPUs,
+// and copies each result to its dst. Progress goes to log and to the
+// tree's Progress writer.
+func (tr *Tree) buildTargets(ctx context.Context, targets []buildTarget, which string, log io.Writer) error {
+	tr.removeTargets(targets) // make must compile, not trust timestamps
 	args := []string{"-j" + strconv.Itoa(runtime.NumCPU()), "KCFLAGS=" + PatchCFLAGS}
-	for _, s := range sources {
-		args = append(args, strings.TrimSuffix(s, ".c")+".o")
+	var names []string
+	for _, t := range targets {
+		args = append(args, t.make)
+		names = append(names, t.src)
 	}
 	start := time.Now()
-	fmt.Fprintf(log, "kbuild: compiling %s (%s)\n", strings.Join(sources, ", "), which)
-	out, err := run(ctx, tr.Dir, "make", args...)
+	fmt.Fprintf(log, "kbuild: compiling %s (%s)\n", summarize(names), which)
+	var tee io.Writer
+	if len(targets) > 1 {
+		out := log
+		if tr.Progress != nil {
+			out = tr.Progress
+		}
+		tee = &progressWriter{out: out, which: which, total: len(targets), start: start, last: start}
+	}
+	out, err := runTee(ctx, tr.Dir, tee, "make", args...)
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("compile %s (%s): %w", strings.Join(sources, ", "), which, ctx.Err())
+			return fmt.Errorf("compile %s (%s): %w", summarize(names), which, ctx.Err())
 		}
-		return fmt.Errorf("compile %s (%s) failed:%s", strings.Join(sources, ", "), which, compileErrors(out))
+		return fmt.Errorf("compile %s (%s) failed:%s", summarize(names), which, compileErrors(out))
 	}
-	for i, s := range sources {
-		obj := filepath.Join(tr.Dir, strings.TrimSuffix(s, ".c")+".o")
+	for _, t := range targets {
+		obj := filepath.Join(tr.Dir, t.make)
 		if _, err := os.Stat(obj); err != nil {
 			return fmt.Errorf("compile %s (%s): make made no object; is it built into this kernel (see its Makefile and the .config)?%s",
-				s, which, tail(out, 6))
+				t.src, which, tail(out, 6))
 		}
-		if err := copyFile(obj, dst(i)); err != nil {
-			return fmt.Errorf("compile %s (%s): copy object: %w", s, which, err)
+		if err := copyFile(obj, t.dst); err != nil {
+			return fmt.Errorf("compile %s (%s): copy object: %w", t.src, which, err)
 		}
 	}
-	fmt.Fprintf(log, "kbuild: compiled %d object(s) (%s) in %.1fs\n", len(sources), which, time.Since(start).Seconds())
+	fmt.Fprintf(log, "kbuild: compiled %d object(s) (%s) in %.1fs\n", len(targets), which, time.Since(start).Seconds())
 	return nil
 }
 
-// removeObjects deletes the tree's objects for sources, so that neither a
-// stale pristine object nor a patched one survives in the shared tree.
-func (tr *Tree) removeObjects(sources []string) {
-	for _, s := range sources {
-		base := filepath.Join(tr.Dir, strings.TrimSuffix(s, ".c"))
-		_ = os.Remove(base + ".o")
-		_ = os.Remove(filepath.Join(filepath.Dir(base), "."+filepath.Base(base)+".o.cmd"))
+// summarize names a list of units, shortened when it is long.
+func summarize(names []string) string {
+	if len(names) <= 6 {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:4], ", "), len(names)-4)
+}
+
+// removeTargets deletes the tree's results and kbuild records for
+// targets, so that neither a stale pristine object nor a patched one
+// survives in the shared tree.
+func (tr *Tree) removeTargets(targets []buildTarget) {
+	for _, t := range targets {
+		p := filepath.Join(tr.Dir, t.make)
+		_ = os.Remove(p)
+		_ = os.Remove(filepath.Join(filepath.Dir(p), "."+filepath.Base(p)+".cmd"))
 	}
 }
 

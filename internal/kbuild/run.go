@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -38,12 +39,22 @@ func makeEnv() []string {
 // stderr together. When ctx ends the whole group is killed, so no
 // compiler is left writing into the tree after run returns.
 func run(ctx context.Context, dir string, name string, args ...string) ([]byte, error) {
+	return runTee(ctx, dir, nil, name, args...)
+}
+
+// runTee is run that also copies the command's output to tee (when not
+// nil) as it comes.
+func runTee(ctx context.Context, dir string, tee io.Writer, name string, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
 	cmd.Env = makeEnv()
 	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
+	var w io.Writer = &out
+	if tee != nil {
+		w = io.MultiWriter(&out, tee)
+	}
+	cmd.Stdout = w
+	cmd.Stderr = w
 	// Its own group, so that cancelling kills make and every compiler it
 	// started; Pdeathsig, so that make dies with a killed caller (its
 	// compilers then finish on their own) instead of building on in a tree

@@ -34,6 +34,12 @@ type Tree struct {
 	// tree's include/ directory for the patched build only, and removes
 	// with the patch: livefix's kpatch-macros.h, which patches include.
 	Includes map[string][]byte
+	// MaxHeaderUnits limits how many translation units a header change
+	// may make BuildPair compile (DefaultMaxHeaderUnits when zero).
+	MaxHeaderUnits int
+	// Progress, when not nil, receives a line every few seconds while
+	// BuildPair compiles many units.
+	Progress io.Writer
 
 	root  string // CacheDir()/kernel/RELEASE-HASH: Dir, stamps, marker, backups
 	lock  string // lock file serialising every user of root
