@@ -99,6 +99,11 @@ type Manifest struct {
 	// States are the system states the level declares (livefix.h); the
 	// kernel refuses a replacing level that lacks one of them.
 	States []State `json:"states,omitempty"`
+	// ForceUnsafe lists the refusals KPATCH_FORCE_UNSAFE overrode, as
+	// "FILE: FUNCTION: REASON"; Warnings says what each means. The
+	// functions' old copies may still run.
+	ForceUnsafe []string `json:"force_unsafe,omitempty"`
+	Warnings    []string `json:"warnings,omitempty"`
 }
 
 // ManifestObject is a patched kernel object and its replaced functions.
@@ -305,6 +310,12 @@ func build(ctx context.Context, spec *Spec, outDir string, log io.Writer) (*Mani
 					return nil, fmt.Errorf("%s: LIVEFIX_SHADOW_RETIRE(%d, %d) frees the variables of the level this one replaces, but this level stacks (--no-replace) instead of replacing: %w", u.Source, st.ID, st.Version, ErrBadInput)
 				}
 				fmt.Fprintf(log, "klp: %s: state %d version %d (%s)\n", u.Source, st.ID, st.Version, st.kindName())
+			}
+			for _, r := range u.Result.Forced {
+				m.ForceUnsafe = append(m.ForceUnsafe, fmt.Sprintf("%s: %s: %s", u.Source, r.Symbol, r.Reason))
+				w := fmt.Sprintf("%s: %s is included although livefix would refuse it, because the patch marks it KPATCH_FORCE_UNSAFE (%s); its old copy may keep running", u.Source, r.Symbol, r.Reason)
+				m.Warnings = append(m.Warnings, w)
+				fmt.Fprintf(log, "klp: WARNING: %s\n", w)
 			}
 			for _, fn := range lu.ignored {
 				fmt.Fprintf(log, "klp: %s: %s changed but is ignored (KPATCH_IGNORE_FUNCTION)\n", u.Source, fn)

@@ -120,10 +120,9 @@ func takeMarkers(f *elfobj.File) (*unitMarkers, error) {
 			for _, t := range targets {
 				m.ignore[t.Name] = true
 			}
-		case sec.Name == ignoreSections:
-			return nil, fmt.Errorf("KPATCH_IGNORE_SECTION is not supported: the diff engine does not honour it yet; remove it and let the engine judge the section's change")
-		case sec.Name == forceUnsafe:
-			return nil, fmt.Errorf("KPATCH_FORCE_UNSAFE is not supported: livefix does not patch functions it cannot patch safely")
+		case sec.Name == ignoreSections, sec.Name == forceUnsafe:
+			// The diff engine honoured them (objdiff reads the patched
+			// object's markers); nothing of them goes into the module.
 		case sec.Name == statesSection:
 			states, err := readStates(f, sec)
 			if err != nil {
