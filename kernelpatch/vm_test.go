@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/livefix/livefix/internal/kerneltest"
-	"github.com/livefix/livefix/internal/vmtest"
+	"github.com/livefix/livefix/internal/kernelvm"
 )
 
 type logWriter struct{ t testing.TB }
@@ -140,7 +140,7 @@ func TestHostCommandsInVM(t *testing.T) {
 	for _, m := range []string{"lf_block", "lf_sample1", "lf_sample2", "lf_sample_block"} {
 		files["/root/m/"+m+".ko"] = filepath.Join(modDir, m+".ko")
 	}
-	res, err := vmtest.Run(ctx, vmtest.Config{Target: tgt, Script: guestScript, Files: files, Timeout: 8 * time.Minute})
+	res, err := kernelvm.Run(ctx, kernelvm.Config{Target: tgt, Script: guestScript, Files: files, Timeout: 8 * time.Minute})
 	if res != nil {
 		t.Logf("guest output:\n%s", res.Output)
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/livefix/livefix/buildid"
 	"github.com/livefix/livefix/elfobj"
 	"github.com/livefix/livefix/internal/kbuild"
-	"github.com/livefix/livefix/internal/vmtest"
+	"github.com/livefix/livefix/internal/kernelvm"
 )
 
 // Symbols is a patched object's symbol table in the order the kernel's
@@ -181,7 +181,7 @@ func (s *Symbols) Sympos(name string, local bool, file string, near map[string]b
 // are, in order: t.SystemMap when it is a real map; a cached listing for
 // this build-id under kbuild.CacheDir(); the host's /proc/kallsyms when
 // the host runs this very kernel; and last, booting the target kernel in
-// qemu (internal/vmtest) once to read its /proc/kallsyms, which is then
+// qemu (internal/kernelvm) once to read its /proc/kallsyms, which is then
 // cached. Only names, types and order are used, never addresses.
 func VmlinuxSymbols(ctx context.Context, t kbuild.Target, buildID []byte, log io.Writer) (*Symbols, error) {
 	if log == nil {
@@ -238,7 +238,7 @@ func VmlinuxSymbols(ctx context.Context, t kbuild.Target, buildID []byte, log io
 const kallsymsMarker = "LIVEFIX-KALLSYMS:"
 
 func bootKallsyms(ctx context.Context, t kbuild.Target) ([]byte, error) {
-	res, err := vmtest.Run(ctx, vmtest.Config{
+	res, err := kernelvm.Run(ctx, kernelvm.Config{
 		Target:  t,
 		Timeout: 5 * time.Minute,
 		Script:  "printf '" + kallsymsMarker + "'; gzip -1 </proc/kallsyms | base64 -w 0; echo\n",

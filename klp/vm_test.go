@@ -13,7 +13,7 @@ import (
 	"github.com/livefix/livefix/elfobj"
 	"github.com/livefix/livefix/internal/kbuild"
 	"github.com/livefix/livefix/internal/kerneltest"
-	"github.com/livefix/livefix/internal/vmtest"
+	"github.com/livefix/livefix/internal/kernelvm"
 )
 
 type testLog struct{ t testing.TB }
@@ -117,7 +117,7 @@ func TestLivepatchInVM(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	res, err := vmtest.Run(ctx, vmtest.Config{
+	res, err := kernelvm.Run(ctx, kernelvm.Config{
 		Target:  tgt,
 		Script:  vmScript,
 		Files:   map[string]string{"/root/lfk1.ko": filepath.Join(out, "lfk1.ko"), "/root/lfk1forged.ko": filepath.Join(out, "lfk1forged.ko")},

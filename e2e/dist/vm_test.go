@@ -5,26 +5,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/livefix/livefix/internal/e2etest"
 	"github.com/livefix/livefix/internal/kerneltest"
-	"github.com/livefix/livefix/internal/vmtest"
+	"github.com/livefix/livefix/internal/kernelvm"
 )
-
-func build(t *testing.T, dir string, names ...string) {
-	t.Helper()
-	for _, name := range names {
-		cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, name), "github.com/livefix/livefix/cmd/"+name)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", name, err, b)
-		}
-	}
-}
 
 // guestScript runs the issue's acceptance inside the guest: server files
 // and agent both there, the repository served from loopback.
@@ -109,7 +96,7 @@ func TestDistributionInVM(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
-	build(t, tmp, "livefix", "livefix-server", "livefix-build")
+	bin := e2etest.Build(t, "livefix", "livefix-server", "livefix-build")
 	// LIVEFIX_DIST_PATCH_DIR keeps the built patches between runs (the
 	// kernel tree is shared and busy); by default they are built afresh.
 	out := filepath.Join(tmp, "p")
@@ -121,52 +108,26 @@ func TestDistributionInVM(t *testing.T) {
 			t.Logf("using %s from %s", lv.name, out)
 			continue
 		}
-		cmd := exec.CommandContext(ctx, filepath.Join(tmp, "livefix-build"), "kernel", "--name", lv.name, "--level", lv.level,
+		cmd := exec.CommandContext(ctx, filepath.Join(bin, "livefix-build"), "kernel", "--name", lv.name, "--level", lv.level,
 			"--patch", filepath.Join("testdata", []string{"level1.patch", "level2.patch"}[i]), "--cve", lv.cve, "-o", out)
 		if b, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("livefix-build kernel %s: %v\n%s", lv.name, err, b)
 		}
 	}
 	files := map[string]string{
-		"/bin/livefix":        filepath.Join(tmp, "livefix"),
-		"/bin/livefix-server": filepath.Join(tmp, "livefix-server"),
+		"/bin/livefix":        filepath.Join(bin, "livefix"),
+		"/bin/livefix-server": filepath.Join(bin, "livefix-server"),
 	}
 	for _, n := range []string{"lf_dist_l1", "lf_dist_l2"} {
 		for _, ext := range []string{".ko", ".json"} {
 			files["/root/p/"+n+ext] = filepath.Join(out, n+ext)
 		}
 	}
-	res, err := vmtest.Run(ctx, vmtest.Config{Target: tgt, Script: guestScript, Files: files, Timeout: 8 * time.Minute, Log: testLog{t}})
+	res, err := kernelvm.Run(ctx, kernelvm.Config{Target: tgt, Script: guestScript, Files: files, Timeout: 8 * time.Minute, Log: e2etest.GuestLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("guest output:\n%s", res.Output)
-	passed := map[string]int{}
-	for _, m := range regexp.MustCompile(`(?m)^(PASS|FAIL) (\S+)`).FindAllStringSubmatch(res.Output, -1) {
-		if m[1] == "FAIL" {
-			t.Errorf("guest check %s failed", m[2])
-			continue
-		}
-		passed[m[2]]++
-	}
-	for _, c := range checks {
-		if passed[c] != 1 {
-			t.Errorf("guest check %s passed %d times, want once", c, passed[c])
-		}
-	}
-	for k := range passed {
-		if !slices.Contains(checks, k) {
-			t.Errorf("guest check %s is not in the list", k)
-		}
-	}
+	e2etest.CheckGuest(t, res.Output, checks)
 	t.Logf("guest ran in %s", res.Duration.Round(time.Second))
-}
-
-type testLog struct{ t testing.TB }
-
-func (w testLog) Write(p []byte) (int, error) {
-	if testing.Verbose() {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
 }

@@ -6,7 +6,6 @@ package fleet
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -17,33 +16,20 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/livefix/livefix/internal/e2etest"
 )
 
-var bin string // directory with the built livefix-server and livefix
+// tools builds livefix-server and livefix once for the package and
+// returns the directory holding them.
+func tools(t testing.TB) string { return e2etest.Build(t, "livefix-server", "livefix") }
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "livefix-fleet-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bin = dir
-	for _, cmd := range []string{"livefix-server", "livefix"} {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, cmd), "github.com/livefix/livefix/cmd/"+cmd).CombinedOutput()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", cmd, err, out)
-			os.Exit(1)
-		}
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(e2etest.Main(m)) }
 
 // run runs a built program and returns its standard output.
 func run(t *testing.T, stdin string, name string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(bin, name), args...)
+	cmd := exec.Command(filepath.Join(tools(t), name), args...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -67,7 +53,7 @@ func serve(t *testing.T, args ...string) string {
 	t.Helper()
 	addr := freeAddr(t)
 	var logs bytes.Buffer
-	cmd := exec.Command(filepath.Join(bin, "livefix-server"), append([]string{"serve", "--listen", addr}, args...)...)
+	cmd := exec.Command(filepath.Join(tools(t), "livefix-server"), append([]string{"serve", "--listen", addr}, args...)...)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package host_test
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -10,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/livefix/livefix/internal/e2etest"
 	"github.com/livefix/livefix/internal/kerneltest"
 )
 
@@ -57,13 +57,8 @@ func median(v []float64) float64 {
 func BenchmarkHostBoot(b *testing.B) {
 	tgt := kerneltest.RequireVM(b)
 	tmp := b.TempDir()
-	livefix, livefixBuild := buildTools(b, tmp)
-	bench := filepath.Join(tmp, "hostbench")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", bench, "./testdata/hostbench")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("build hostbench: %v\n%s", err, out)
-	}
+	livefix, livefixBuild := e2etest.Tools(b)
+	bench := filepath.Join(e2etest.Build(b, "e2e/host/testdata/hostbench"), "hostbench")
 	outDir := filepath.Join(tmp, "p")
 	buildLevels(b, livefixBuild, outDir)
 	fi, err := os.Stat(livefix)

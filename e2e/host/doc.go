@@ -4,7 +4,7 @@
 // info and uname, refusals, the lock, reconcile after kill -9, and
 // kexec. Live patches are built with `livefix-build kernel` from the
 // patches in testdata against the packaged Debian kernel and run in
-// qemu (internal/vmtest) with a raw ext4 image as /var/lib/livefix.
+// qemu (internal/kernelvm) with a raw ext4 image as /var/lib/livefix.
 //
 // The package has no non-test code besides this comment. Randomized
 // trials take their count from LIVEFIX_HOST_TRIALS (default 20, the

@@ -17,18 +17,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livefix/livefix/internal/e2etest"
 	"github.com/livefix/livefix/internal/kbuild"
 	"github.com/livefix/livefix/internal/kerneltest"
-	"github.com/livefix/livefix/internal/vmtest"
+	"github.com/livefix/livefix/internal/kernelvm"
 )
 
 // guestModules make the disk usable in the guest.
-// tcgCmdline is added to every guest's command line: under emulation on
-// a loaded machine the kernel's IO-APIC timer check can fail ("IO-APIC +
-// timer doesn't work", a panic before init) when the emulated timer
-// ticks late.
-const tcgCmdline = "no_timer_check"
-
 // ext4 needs crc32c (a soft dependency modules.dep does not list).
 var guestModules = []string{"virtio_pci", "virtio_blk", "crc32c_generic", "ext4"}
 
@@ -272,32 +267,6 @@ echo BOOT-FINISHED
 sleep 600
 `
 
-var resultRE = regexp.MustCompile(`(?m)^(PASS|FAIL) (\S+)(.*)$`)
-
-// checkResults requires every named check to have passed exactly once and
-// none to have failed.
-func checkResults(t *testing.T, output string, want []string) {
-	t.Helper()
-	passed := map[string]int{}
-	for _, m := range resultRE.FindAllStringSubmatch(output, -1) {
-		if m[1] == "FAIL" {
-			t.Errorf("guest check %s failed:%s", m[2], m[3])
-			continue
-		}
-		passed[m[2]]++
-	}
-	for _, w := range want {
-		if passed[w] != 1 {
-			t.Errorf("guest check %s passed %d times, want once", w, passed[w])
-		}
-	}
-	for k := range passed {
-		if !slices.Contains(want, k) {
-			t.Errorf("guest check %s is not in the test's list", k)
-		}
-	}
-}
-
 // envInt reads a positive integer knob.
 func envInt(t *testing.T, name string, def int) int {
 	v := os.Getenv(name)
@@ -353,17 +322,17 @@ func (e *env) boot(t testing.TB, script, cmdline, marker string, delay time.Dura
 	kctx, kill := context.WithCancel(ctx)
 	defer kill()
 	k := &killer{t: t, marker: marker, delay: delay, cancel: kill}
-	cfg := vmtest.Config{
+	cfg := kernelvm.Config{
 		Target: e.tgt, Script: script, Files: e.files, Modules: guestModules,
-		Disks: []string{e.disk}, Cmdline: strings.TrimSpace(cmdline + " " + tcgCmdline), Memory: 512, Timeout: 6 * time.Minute, Log: k,
+		Disks: []string{e.disk}, Cmdline: cmdline, Memory: 512, Timeout: 6 * time.Minute, Log: k,
 	}
-	res, err := vmtest.Run(kctx, cfg)
+	res, err := kernelvm.Run(kctx, cfg)
 	if err != nil && res != nil && strings.TrimSpace(res.Console) == "" && !k.fired && ctx.Err() == nil {
 		// qemu itself died before the guest printed anything (seen once:
 		// a qemu segfault at start on a loaded machine); the disk is
 		// untouched, so the boot is repeated once.
 		t.Logf("qemu failed before the guest started (%v); booting again", err)
-		res, err = vmtest.Run(kctx, cfg)
+		res, err = kernelvm.Run(kctx, cfg)
 	}
 	k.mu.Lock()
 	fired := k.fired
@@ -384,35 +353,6 @@ func (e *env) boot(t testing.TB, script, cmdline, marker string, delay time.Dura
 		t.Errorf("guest script exit %d", res.ExitCode)
 	}
 	return out, false
-}
-
-func buildTools(t testing.TB, dir string) (string, string) {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("go not on PATH: %v", err)
-	}
-	for _, name := range []string{"livefix", "livefix-build"} {
-		cmd := exec.Command(goBin, "build", "-trimpath", "-o", filepath.Join(dir, name), "github.com/livefix/livefix/cmd/"+name)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", name, err, b)
-		}
-	}
-	return filepath.Join(dir, "livefix"), filepath.Join(dir, "livefix-build")
-}
-
-// buildLockHolder builds testdata/lockholder, the guest's deterministic
-// holder of the state lock.
-func buildLockHolder(t testing.TB, dir string) string {
-	t.Helper()
-	out := filepath.Join(dir, "lockholder")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./testdata/lockholder")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build lockholder: %v\n%s", err, b)
-	}
-	return out
 }
 
 // buildLevels builds levels 1 and 2 with livefix-build kernel. With
@@ -505,10 +445,12 @@ func TestHostAcceptance(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 7))
 
 	tmp := t.TempDir()
-	livefix, livefixBuild := buildTools(t, tmp)
+	livefix, livefixBuild := e2etest.Tools(t)
 	outDir := filepath.Join(tmp, "p")
 	buildLevels(t, livefixBuild, outDir)
-	e := &env{tgt: tgt, disk: newDisk(t, tmp), files: map[string]string{"/bin/livefix": livefix, "/bin/lockholder": buildLockHolder(t, tmp)}}
+	// testdata/lockholder is the guest's deterministic holder of the state lock.
+	lockholder := filepath.Join(e2etest.Build(t, "e2e/host/testdata/lockholder"), "lockholder")
+	e := &env{tgt: tgt, disk: newDisk(t, tmp), files: map[string]string{"/bin/livefix": livefix, "/bin/lockholder": lockholder}}
 	for _, n := range []string{"lf_host_l1", "lf_host_l2"} {
 		for _, ext := range []string{".ko", ".json"} {
 			e.files["/root/p/"+n+ext] = filepath.Join(outDir, n+ext)
@@ -524,7 +466,7 @@ func TestHostAcceptance(t *testing.T) {
 		if !killed {
 			t.Fatalf("the power cut did not happen; output:\n%s", out)
 		}
-		checkResults(t, out, checksA)
+		e2etest.CheckGuest(t, out, checksA)
 		t.Logf("boot A: %s", time.Since(start).Round(time.Second))
 	})
 	t.Run("B boot after the power cut, config, kill -9 during load", func(t *testing.T) {
@@ -545,7 +487,7 @@ func TestHostAcceptance(t *testing.T) {
 		for i := 1; i <= kill9Trials; i++ {
 			want = append(want, fmt.Sprintf("b4_trial_%d", i))
 		}
-		checkResults(t, out, want)
+		e2etest.CheckGuest(t, out, want)
 		if t.Failed() {
 			t.Logf("guest output:\n%s", out)
 		}
@@ -553,7 +495,7 @@ func TestHostAcceptance(t *testing.T) {
 	})
 	t.Run("C livefix=off", func(t *testing.T) {
 		out, _ := e.boot(t, scriptC, "livefix=off", "", 0)
-		checkResults(t, out, checksC)
+		e2etest.CheckGuest(t, out, checksC)
 		if t.Failed() {
 			t.Logf("guest output:\n%s", out)
 		}

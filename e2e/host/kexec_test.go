@@ -6,8 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livefix/livefix/internal/e2etest"
 	"github.com/livefix/livefix/internal/kerneltest"
-	"github.com/livefix/livefix/internal/vmtest"
+	"github.com/livefix/livefix/internal/kernelvm"
 )
 
 // kexecScript builds a second initramfs whose init prints its command
@@ -49,18 +50,17 @@ echo "FAIL k_returned livefix kernel kexec returned $?"
 // jumps into the installed kernel, whose /proc/cmdline carries the word.
 func TestKexec(t *testing.T) {
 	tgt := kerneltest.RequireVM(t)
-	tmp := t.TempDir()
-	livefix, _ := buildTools(t, tmp)
+	livefix, _ := e2etest.Tools(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	res, err := vmtest.Run(ctx, vmtest.Config{
-		Target: tgt, Script: kexecScript, Timeout: 4 * time.Minute, Log: &killer{t: t}, Cmdline: tcgCmdline,
+	res, err := kernelvm.Run(ctx, kernelvm.Config{
+		Target: tgt, Script: kexecScript, Timeout: 4 * time.Minute, Log: &killer{t: t},
 		Files: map[string]string{"/bin/livefix": livefix, "/boot/vmlinuz-" + tgt.Release: tgt.Vmlinuz},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkResults(t, res.Output, []string{"k_first_cmdline", "k_first_lacks_word", "k_no_initrd_rc", "k_no_initrd_says",
+	e2etest.CheckGuest(t, res.Output, []string{"k_first_cmdline", "k_first_lacks_word", "k_no_initrd_rc", "k_no_initrd_says",
 		"k_no_kernel_rc", "k_no_kernel_says", "k_nothing_loaded", "k_load_only_rc", "k_loaded", "k_load_only_cmdline"})
 	i := strings.Index(res.Output, "\nSECOND-KERNEL cmdline: ")
 	if i < 0 {

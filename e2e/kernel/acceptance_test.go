@@ -8,33 +8,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/livefix/livefix/internal/e2etest"
 	"github.com/livefix/livefix/internal/kerneltest"
-	"github.com/livefix/livefix/internal/vmtest"
+	"github.com/livefix/livefix/internal/kernelvm"
 )
-
-// buildTools builds the static livefix and livefix-build binaries.
-func buildTools(t testing.TB, dir string) (livefix, livefixBuild string) {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("go not on PATH: %v", err)
-	}
-	for _, name := range []string{"livefix", "livefix-build"} {
-		cmd := exec.Command(goBin, "build", "-trimpath", "-o", filepath.Join(dir, name), "github.com/livefix/livefix/cmd/"+name)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", name, err, b)
-		}
-	}
-	return filepath.Join(dir, "livefix"), filepath.Join(dir, "livefix-build")
-}
 
 // manifest is the part of livefix-build's NAME.json the tests check.
 type manifest struct {
@@ -114,7 +97,7 @@ func TestAcceptance(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
-	livefix, livefixBuild := buildTools(t, tmp)
+	livefix, livefixBuild := e2etest.Tools(t)
 	outDir := filepath.Join(tmp, "patches")
 
 	t.Run("refusals", func(t *testing.T) {
@@ -151,13 +134,13 @@ func TestAcceptance(t *testing.T) {
 			files["/root/p/"+c.name+ext] = filepath.Join(outDir, c.name+ext)
 		}
 	}
-	res, err := vmtest.Run(ctx, vmtest.Config{
+	res, err := kernelvm.Run(ctx, kernelvm.Config{
 		Target:  tgt,
 		Script:  acceptanceScript,
 		Files:   files,
 		Modules: []string{"binfmt_misc"},
 		Timeout: 10 * time.Minute,
-		Log:     testLog{t},
+		Log:     e2etest.GuestLog(t),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -166,39 +149,12 @@ func TestAcceptance(t *testing.T) {
 	t.Logf("guest ran in %s", res.Duration.Round(time.Second))
 }
 
-type testLog struct{ t testing.TB }
-
-func (w testLog) Write(p []byte) (int, error) {
-	if testing.Verbose() {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-var resultRE = regexp.MustCompile(`(?m)^(PASS|FAIL) (\S+)(.*)$`)
-
 // checkGuestResults requires every named check to have passed exactly
-// once and none to have failed: a check that did not run fails the test.
+// once and none to have failed (e2etest.CheckGuest), and the script to
+// have exited 0; on failure it logs the guest's output.
 func checkGuestResults(t *testing.T, output string, exit int, want []string) {
 	t.Helper()
-	passed := map[string]int{}
-	for _, m := range resultRE.FindAllStringSubmatch(output, -1) {
-		if m[1] == "FAIL" {
-			t.Errorf("guest check %s failed:%s", m[2], m[3])
-			continue
-		}
-		passed[m[2]]++
-	}
-	for _, w := range want {
-		if passed[w] != 1 {
-			t.Errorf("guest check %s passed %d times, want once", w, passed[w])
-		}
-	}
-	for k := range passed {
-		if !slices.Contains(want, k) {
-			t.Errorf("guest check %s is not in the test's list", k)
-		}
-	}
+	e2etest.CheckGuest(t, output, want)
 	if exit != 0 {
 		t.Errorf("guest script exit %d", exit)
 	}

@@ -3,8 +3,6 @@ package kernel_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -12,8 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livefix/livefix/internal/e2etest"
 	"github.com/livefix/livefix/internal/kerneltest"
-	"github.com/livefix/livefix/internal/vmtest"
+	"github.com/livefix/livefix/internal/kernelvm"
 )
 
 // applyReps is how many times each variant is applied in the guest.
@@ -31,13 +30,8 @@ func BenchmarkKernelApply(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	tmp := b.TempDir()
-	livefix, livefixBuild := buildTools(b, tmp)
-	bench := filepath.Join(tmp, "applybench")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", bench, "./testdata/applybench")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("build applybench: %v\n%s", err, out)
-	}
+	livefix, livefixBuild := e2etest.Tools(b)
+	bench := filepath.Join(e2etest.Build(b, "e2e/kernel/testdata/applybench"), "applybench")
 	c := buildCases[0] // the /proc/cmdline string change
 	outDir := filepath.Join(tmp, "patches")
 	if out, code := buildPatch(ctx, b, livefixBuild, c, outDir); code != 0 {
@@ -52,7 +46,7 @@ func BenchmarkKernelApply(b *testing.B) {
 	script := fmt.Sprintf("applybench -ko /root/%s.ko -name %s -reps %d", c.name, c.name, applyReps)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		res, err := vmtest.Run(ctx, vmtest.Config{Target: tgt, Script: script, Files: files, Timeout: 10 * time.Minute})
+		res, err := kernelvm.Run(ctx, kernelvm.Config{Target: tgt, Script: script, Files: files, Timeout: 10 * time.Minute})
 		if err != nil {
 			b.Fatal(err)
 		}

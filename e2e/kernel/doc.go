@@ -1,7 +1,7 @@
 // Package kernel holds livefix's end-to-end acceptance tests for kernel
 // live patches (issue 3). Each case is a source patch for the packaged
 // Debian kernel under testdata/patches. The tests build it with the
-// project's builder, boot the packaged kernel in qemu (internal/vmtest),
+// project's builder, boot the packaged kernel in qemu (internal/kernelvm),
 // check the behaviour before, load the live patch with `livefix kernel
 // load`, check the behaviour after, disable it, check that the original
 // behaviour is back, and unload the module.

@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livefix/livefix/internal/e2etest"
 	"github.com/livefix/livefix/internal/kerneltest"
-	"github.com/livefix/livefix/internal/vmtest"
+	"github.com/livefix/livefix/internal/kernelvm"
 )
 
 // engineCase is a diff-engine class of issue 11 shown on the Debian
@@ -93,7 +94,7 @@ func TestEngineClasses(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
-	livefix, livefixBuild := buildTools(t, tmp)
+	livefix, livefixBuild := e2etest.Tools(t)
 	outDir := filepath.Join(tmp, "patches")
 
 	// Compared with runs of spaces folded: the verdict column's width is
@@ -142,13 +143,13 @@ func TestEngineClasses(t *testing.T) {
 			files["/root/p/"+c.name+ext] = filepath.Join(outDir, c.name+ext)
 		}
 	}
-	res, err := vmtest.Run(ctx, vmtest.Config{
+	res, err := kernelvm.Run(ctx, kernelvm.Config{
 		Target:  tgt,
 		Script:  engineScript,
 		Files:   files,
 		Modules: []string{"binfmt_misc"},
 		Timeout: 10 * time.Minute,
-		Log:     testLog{t},
+		Log:     e2etest.GuestLog(t),
 	})
 	if err != nil {
 		t.Fatal(err)

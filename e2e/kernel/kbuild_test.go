@@ -12,8 +12,9 @@ import (
 	"time"
 
 	"github.com/livefix/livefix/elfobj"
+	"github.com/livefix/livefix/internal/e2etest"
 	"github.com/livefix/livefix/internal/kerneltest"
-	"github.com/livefix/livefix/internal/vmtest"
+	"github.com/livefix/livefix/internal/kernelvm"
 )
 
 // kbuildCase is one of issue 11's build-side cases: a patch under
@@ -130,7 +131,7 @@ func TestKbuildCases(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
-	livefix, livefixBuild := buildTools(t, tmp)
+	livefix, livefixBuild := e2etest.Tools(t)
 	outDir := filepath.Join(tmp, "patches")
 
 	helper := filepath.Join(tmp, "lfkb")
@@ -181,13 +182,13 @@ func TestKbuildCases(t *testing.T) {
 		t.FailNow()
 	}
 
-	res, err := vmtest.Run(ctx, vmtest.Config{
+	res, err := kernelvm.Run(ctx, kernelvm.Config{
 		Target:  tgt,
 		Script:  kbuildScript,
 		Files:   files,
 		Modules: []string{"af_alg", "algif_hash", "cmac", "binfmt_misc", "tipc"},
 		Timeout: 10 * time.Minute,
-		Log:     testLog{t},
+		Log:     e2etest.GuestLog(t),
 	})
 	if err != nil {
 		t.Fatal(err)

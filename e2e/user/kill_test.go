@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/livefix/livefix/internal/e2etest"
 )
 
 // TestKillLivefix kills `livefix process patch` / `unpatch` with SIGKILL
@@ -22,7 +24,7 @@ import (
 // number of trials (default 100), LIVEFIX_KILL_SEED the random seed.
 func TestKillLivefix(t *testing.T) {
 	require(t)
-	livefix, livefixBuild := buildTools(t)
+	livefix, livefixBuild := e2etest.Tools(t)
 	trials := 100
 	if s := os.Getenv("LIVEFIX_KILL_TRIALS"); s != "" {
 		n, err := strconv.Atoi(s)

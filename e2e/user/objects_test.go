@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/livefix/livefix/internal/e2etest"
 )
 
 // TestObjectBuild: a Makefile that compiles objects with -c and builds one
@@ -16,7 +18,7 @@ import (
 // reads the library's static through the patch.
 func TestObjectBuild(t *testing.T) {
 	require(t)
-	livefix, livefixBuild := buildTools(t)
+	livefix, livefixBuild := e2etest.Tools(t)
 	src, _ := filepath.Abs(filepath.Join("..", "..", "ulp", "testdata", "calc"))
 	patch, _ := filepath.Abs(filepath.Join("..", "..", "ulp", "testdata", "patches", "readstatic.patch"))
 	prod := filepath.Join(t.TempDir(), "calc")

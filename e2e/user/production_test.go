@@ -7,34 +7,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/livefix/livefix/internal/e2etest"
 )
-
-// tools builds livefix and livefix-build once per test binary.
-var tools struct {
-	once sync.Once
-	dir  string
-	err  error
-	out  []byte
-}
-
-func buildTools(t *testing.T) (livefix, livefixBuild string) {
-	t.Helper()
-	tools.once.Do(func() {
-		tools.dir, tools.err = os.MkdirTemp("", "livefix-e2e-bin-")
-		if tools.err != nil {
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", tools.dir, "github.com/livefix/livefix/cmd/livefix", "github.com/livefix/livefix/cmd/livefix-build")
-		tools.out, tools.err = cmd.CombinedOutput()
-	})
-	if tools.err != nil {
-		t.Fatalf("build the tools: %v\n%s", tools.err, tools.out)
-	}
-	return filepath.Join(tools.dir, "livefix"), filepath.Join(tools.dir, "livefix-build")
-}
 
 // authd is a running testdata/authd program.
 type authd struct {
@@ -140,7 +117,7 @@ func buildIDOf(t *testing.T, path string) string {
 // not match the binary.
 func TestProductionBinary(t *testing.T) {
 	require(t)
-	livefix, livefixBuild := buildTools(t)
+	livefix, livefixBuild := e2etest.Tools(t)
 	patch, _ := filepath.Abs(filepath.Join("testdata", "authd.patch"))
 	prod := prodTree(t, "authd")
 	lib := filepath.Join(prod, "libauth.so")

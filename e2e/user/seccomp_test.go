@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/livefix/livefix/internal/e2etest"
 )
 
 // TestSeccomp: a process under a strict seccomp filter (mmap or mprotect
@@ -14,7 +16,7 @@ import (
 // injected syscalls only (PTRACE_O_SUSPEND_SECCOMP).
 func TestSeccomp(t *testing.T) {
 	require(t)
-	livefix, livefixBuild := buildTools(t)
+	livefix, livefixBuild := e2etest.Tools(t)
 	prod := filepath.Join(t.TempDir(), "sandboxed")
 	if out, err := exec.Command("cp", "-a", filepath.Join("testdata", "sandboxed"), prod).CombinedOutput(); err != nil {
 		t.Fatal(err, string(out))

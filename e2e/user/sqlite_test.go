@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/livefix/livefix/internal/e2etest"
 )
 
 const (
@@ -88,11 +90,7 @@ func copyFile(t *testing.T, from, to string) {
 // program's results change, then change back on unpatch.
 func TestSQLite(t *testing.T) {
 	require(t)
-	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", bin, "github.com/livefix/livefix/cmd/livefix", "github.com/livefix/livefix/cmd/livefix-build")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the tools: %v\n%s", err, out)
-	}
+	bin := e2etest.Build(t, "livefix", "livefix-build")
 	mod := sqliteSource(t)
 
 	// The source tree: the amalgamation plus our Makefile and driver.

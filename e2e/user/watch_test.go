@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/livefix/livefix/internal/e2etest"
 )
 
 // TestWatch: processes started after `livefix process watch` began are
@@ -20,7 +22,7 @@ import (
 // LIVEFIX_WATCH_BOUND_MS overrides the bound.
 func TestWatch(t *testing.T) {
 	require(t)
-	livefix, livefixBuild := buildTools(t)
+	livefix, livefixBuild := e2etest.Tools(t)
 	bound := 200 * time.Millisecond
 	if s := os.Getenv("LIVEFIX_WATCH_BOUND_MS"); s != "" {
 		ms, err := strconv.Atoi(s)

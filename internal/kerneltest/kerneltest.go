@@ -44,7 +44,7 @@ func RequireTarget(t testing.TB) kbuild.Target {
 }
 
 // RequireVM returns the packaged kernel target for tests that boot it in
-// qemu (internal/vmtest): in addition to RequireTarget's needs, qemu and a
+// qemu (internal/kernelvm): in addition to RequireTarget's needs, qemu and a
 // static busybox must be installed.
 func RequireVM(t testing.TB) kbuild.Target {
 	t.Helper()

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * livefix_klp_smoke: the smallest useful live patch, used by the vmtest
+ * livefix_klp_smoke: the smallest useful live patch, used by the kernelvm
  * smoke test. It replaces cmdline_proc_show() in vmlinux, so that reading
  * /proc/cmdline prints a fixed line while the patch is enabled.
  */
@@ -48,5 +48,5 @@ static void __exit smoke_exit(void)
 module_init(smoke_init);
 module_exit(smoke_exit);
 MODULE_LICENSE("GPL");
-MODULE_DESCRIPTION("livefix vmtest smoke live patch");
+MODULE_DESCRIPTION("livefix kernelvm smoke live patch");
 MODULE_INFO(livepatch, "Y");

@@ -1,4 +1,4 @@
-package vmtest
+package kernelvm
 
 import (
 	"bytes"
@@ -35,7 +35,7 @@ type Config struct {
 	Memory  int               // MiB, default 1024
 	Timeout time.Duration     // default 3 minutes; then qemu is killed and Run fails with the output so far
 	Log     io.Writer         // optional live copy of the console output
-	Cmdline string            // extra kernel command-line arguments
+	Cmdline string            // extra kernel command-line arguments, after DefaultCmdline
 	// Disks are raw image files attached as virtio-blk drives, in order
 	// /dev/vda, /dev/vdb, ...; the guest needs Modules virtio_pci and
 	// virtio_blk (and e.g. ext4) loaded by the script. Writes persist in
@@ -50,6 +50,12 @@ type Result struct {
 	ExitCode int           // the script's exit status
 	Duration time.Duration // from starting qemu to its exit
 }
+
+// DefaultCmdline is the kernel command line of every guest; Config.Cmdline
+// is appended to it. no_timer_check: under emulation on a loaded machine
+// the kernel's IO-APIC timer check can fail ("IO-APIC + timer doesn't
+// work", a panic before init) when the emulated timer ticks late.
+const DefaultCmdline = "console=ttyS0 quiet panic=-1 no_timer_check"
 
 // Guest paths of what Run puts into the initramfs besides Config.Files.
 const (
@@ -126,7 +132,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
 		"-no-reboot", "-m", strconv.Itoa(c.Memory), "-smp", "2",
 		"-kernel", c.Target.Vmlinuz, "-initrd", initrd,
-		"-append", strings.TrimSpace("console=ttyS0 quiet panic=-1 " + c.Cmdline),
+		"-append", strings.TrimSpace(DefaultCmdline + " " + c.Cmdline),
 	}
 	for _, d := range c.Disks {
 		if strings.ContainsAny(d, ",") {

@@ -1,0 +1,49 @@
+package e2etest
+
+import (
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+var resultRE = regexp.MustCompile(`(?m)^(PASS|FAIL) (\S+)(.*)$`)
+
+// CheckGuest reads the "PASS name" and "FAIL name detail" lines a guest
+// script printed and requires every check in want to have passed exactly
+// once, none to have failed and none outside want to have run.
+func CheckGuest(t testing.TB, output string, want []string) {
+	t.Helper()
+	passed := map[string]int{}
+	for _, m := range resultRE.FindAllStringSubmatch(output, -1) {
+		if m[1] == "FAIL" {
+			t.Errorf("guest check %s failed:%s", m[2], m[3])
+			continue
+		}
+		passed[m[2]]++
+	}
+	for _, w := range want {
+		if passed[w] != 1 {
+			t.Errorf("guest check %s passed %d times, want once", w, passed[w])
+		}
+	}
+	for k := range passed {
+		if !slices.Contains(want, k) {
+			t.Errorf("guest check %s is not in the test's list", k)
+		}
+	}
+}
+
+// GuestLog returns a writer for kernelvm.Config.Log that copies the
+// guest's console into t's log when the tests run with -v.
+func GuestLog(t testing.TB) *Log { return &Log{t: t} }
+
+// Log is GuestLog's writer.
+type Log struct{ t testing.TB }
+
+func (w *Log) Write(p []byte) (int, error) {
+	if testing.Verbose() {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
