@@ -12,8 +12,9 @@ import (
 	"time"
 
 	"github.com/livefix/livefix/elfobj"
+	"github.com/livefix/livefix/internal/e2etest"
 	"github.com/livefix/livefix/internal/kerneltest"
-	"github.com/livefix/livefix/internal/vmtest"
+	"github.com/livefix/livefix/internal/kernelvm"
 	"github.com/livefix/livefix/klp"
 )
 
@@ -51,7 +52,7 @@ func TestStateCases(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
-	livefix, livefixBuild := buildTools(t, tmp)
+	livefix, livefixBuild := e2etest.Tools(t)
 	outDir := filepath.Join(tmp, "patches")
 
 	type built struct {
@@ -122,13 +123,13 @@ func TestStateCases(t *testing.T) {
 		t.FailNow()
 	}
 
-	res, err := vmtest.Run(ctx, vmtest.Config{
+	res, err := kernelvm.Run(ctx, kernelvm.Config{
 		Target:  tgt,
 		Script:  stateScript,
 		Files:   files,
 		Modules: []string{"binfmt_misc"},
 		Timeout: 10 * time.Minute,
-		Log:     testLog{t},
+		Log:     e2etest.GuestLog(t),
 	})
 	if err != nil {
 		t.Fatal(err)
