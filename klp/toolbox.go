@@ -106,9 +106,10 @@ func takeMarkers(f *elfobj.File) (*unitMarkers, error) {
 				}
 			}
 		}
+		name := markerBase(sec.Name)
 		switch {
-		case strings.HasPrefix(sec.Name, callbackPrefix):
-			kind := strings.TrimPrefix(sec.Name, callbackPrefix)
+		case strings.HasPrefix(name, callbackPrefix):
+			kind := strings.TrimPrefix(name, callbackPrefix)
 			if !isCallbackKind(kind) {
 				return nil, fmt.Errorf("unknown callback section %s", sec.Name)
 			}
@@ -116,14 +117,14 @@ func takeMarkers(f *elfobj.File) (*unitMarkers, error) {
 				return nil, fmt.Errorf("%s callback: want exactly one function of this file per kind, found %d", kind, len(targets))
 			}
 			m.callbacks[kind] = targets[0]
-		case sec.Name == ignoreFuncs:
+		case name == ignoreFuncs:
 			for _, t := range targets {
 				m.ignore[t.Name] = true
 			}
-		case sec.Name == ignoreSections, sec.Name == forceUnsafe:
+		case name == ignoreSections, name == forceUnsafe:
 			// The diff engine honoured them (objdiff reads the patched
 			// object's markers); nothing of them goes into the module.
-		case sec.Name == statesSection:
+		case name == statesSection:
 			states, err := readStates(f, sec)
 			if err != nil {
 				return nil, err
@@ -194,6 +195,23 @@ func mergeStates(all []State, add []State, source string) ([]State, error) {
 		}
 	}
 	return all, nil
+}
+
+// markerBase returns the marker section a section of the diff output
+// comes from: the engine names the part of a section holding one of
+// several symbols SECTION.SYMBOL (two KPATCH_IGNORE_FUNCTIONs in a file).
+func markerBase(name string) string {
+	for _, base := range []string{ignoreFuncs, ignoreSections, forceUnsafe, statesSection} {
+		if name == base || strings.HasPrefix(name, base+".") {
+			return base
+		}
+	}
+	if rest, ok := strings.CutPrefix(name, callbackPrefix); ok {
+		if i := strings.IndexByte(rest, '.'); i >= 0 {
+			return callbackPrefix + rest[:i]
+		}
+	}
+	return name
 }
 
 func isCallbackKind(k string) bool {

@@ -67,6 +67,11 @@ func TestTakeMarkers(t *testing.T) {
 		{".livefix.force_unsafe", ""},
 		{".livefix.callbacks.sometimes", "unknown callback"},
 		{".livefix.callbacks.post_patch", ""}, // f: fine
+		// One of several symbols of a marker section, as the engine
+		// names its part in the output.
+		{".livefix.ignore.functions.__livefix_ignore_f", ""},
+		{".livefix.callbacks.post_patch.__livefix_post_patch_f", ""},
+		{".livefix.ignore.functionsx", "unknown livefix marker section"},
 	} {
 		_, err := takeMarkers(markerObject(tc.sec))
 		if tc.want == "" {
