@@ -106,10 +106,14 @@ func (d *differ) forced(f *entity, reason string) bool {
 func (d *differ) markerExplanations() []Explanation {
 	var out []Explanation
 	for _, e := range d.ignoredEnts {
-		out = append(out, Explanation{e.name(), VerdictIgnored, "changed, but its section " + e.sec.Name + " is ignored (KPATCH_IGNORE_SECTION): the running copy stays and nothing is patched on its account"})
+		sec := e.sec.Name
+		if !d.ignoreSec[sec] {
+			sec = e.twin.sec.Name // the original's: a new value moved it (.data.x to .bss.x)
+		}
+		out = append(out, Explanation{e.name(), VerdictIgnored, "changed, but its section " + sec + " is ignored (KPATCH_IGNORE_SECTION): the running copy stays and nothing is patched on its account"})
 	}
 	for name := range d.ignoreSec {
-		if d.patched.f.SectionByName(name) != nil && !slices.ContainsFunc(d.ignoredEnts, func(e *entity) bool { return e.sec.Name == name }) {
+		if (d.orig.f.SectionByName(name) != nil || d.patched.f.SectionByName(name) != nil) && !slices.ContainsFunc(d.ignoredEnts, func(e *entity) bool { return e.sec.Name == name || e.twin.sec.Name == name }) {
 			out = append(out, Explanation{name, VerdictIgnored, "section ignored (KPATCH_IGNORE_SECTION); nothing in it changed"})
 		}
 	}
