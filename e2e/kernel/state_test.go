@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,7 @@ import (
 // testdata/state/PATCH.patch.
 type stateCase struct {
 	name, patch string
+	level       int
 	// states are the system states the manifest must list.
 	states []klp.State
 	// forced, when set, is the function whose KPATCH_FORCE_UNSAFE
@@ -32,14 +34,14 @@ type stateCase struct {
 var stateCases = []stateCase{
 	// Four cumulative levels of fs/proc/version.c with a counter in a
 	// shadow variable of init_uts_ns (shadow id and state 501).
-	{name: "lf_st1", patch: "state-l1", states: []klp.State{{ID: 501, Version: 1, Shadow: "free"}}},
-	{name: "lf_st2", patch: "state-l2-keep", states: []klp.State{{ID: 501, Version: 2, Shadow: "free"}}},
-	{name: "lf_st2x", patch: "state-l2-drop"},
-	{name: "lf_st3", patch: "state-l3-retire", states: []klp.State{{ID: 501, Version: 2, Shadow: "retire"}}},
+	{name: "lf_st1", patch: "state-l1", level: 1, states: []klp.State{{ID: 501, Version: 1, Shadow: "free"}}},
+	{name: "lf_st2", patch: "state-l2-keep", level: 2, states: []klp.State{{ID: 501, Version: 2, Shadow: "free"}}},
+	{name: "lf_st2x", patch: "state-l2-drop", level: 2},
+	{name: "lf_st3", patch: "state-l3-retire", level: 3, states: []klp.State{{ID: 501, Version: 2, Shadow: "retire"}}},
 	// KPATCH_IGNORE_SECTION on binfmt_misc's changed initial value of
 	// enabled, KPATCH_FORCE_UNSAFE on kernel/extable.c's global notrace
 	// core_kernel_text.
-	{name: "lf_marks", patch: "marks", forced: "core_kernel_text"},
+	{name: "lf_marks", patch: "marks", level: 1, forced: "core_kernel_text"},
 }
 
 // TestStateCases proves klp_state, shadow variables freed on disable and
@@ -67,7 +69,7 @@ func TestStateCases(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			start := time.Now()
-			cmd := exec.CommandContext(ctx, livefixBuild, "kernel", "--name", c.name, "-o", outDir, "--explain",
+			cmd := exec.CommandContext(ctx, livefixBuild, "kernel", "--name", c.name, "-o", outDir, "--explain", "--level", strconv.Itoa(c.level),
 				"--patch", filepath.Join("testdata", "state", c.patch+".patch"))
 			out, err := cmd.CombinedOutput()
 			results[i] = built{out, err, time.Since(start).Seconds()}
@@ -149,7 +151,9 @@ t() {
 	name=$1; shift
 	if "$@"; then echo "PASS $name"; else echo "FAIL $name: $*"; fi
 }
-load() { livefix kernel load --timeout 120s $P/$1.ko; }
+# --downgrade: level 1 comes back after level 2, and each level's own
+# checks are the kernel's, not livefix's level policy.
+load() { livefix kernel load --downgrade --timeout 120s $P/$1.ko; }
 disable() { livefix kernel disable --timeout 120s $1; }
 unload() { livefix kernel unload --timeout 120s $1; }
 v() { tail -n 1 /proc/version; }
