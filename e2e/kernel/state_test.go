@@ -165,16 +165,11 @@ t state/l1-load load lf_st1
 t state/l1-callback eq "$(msgs 'lf_state: level 1 post_patch own=[0-9]* prev=[0-9]*')" "lf_state: level 1 post_patch own=1 prev=0;"
 t state/l1-count1 eq "$(v)" "lf_state level=1 count=1"
 t state/l1-count2 eq "$(v)" "lf_state level=1 count=2"
-# A replacing level without state 501: the kernel refuses it.
-t state/drop-refused eval '! load lf_st2x'
-t state/drop-kernel-says has "$(dmesg | tail -n 20)" "Livepatch patch (lf_st2x) is not compatible with the already installed livepatches."
-t state/drop-gone gone lf_st2x
-t state/l1-still eq "$(v)" "lf_state level=1 count=3"
 # A replacing level with the state takes the variables over.
 t state/l2-load load lf_st2
 t state/l2-callback eq "$(msgs 'lf_state: level 2 post_patch own=[0-9]* prev=[0-9]*')" "lf_state: level 2 post_patch own=2 prev=1;"
 t state/l1-replaced gone lf_st1
-t state/l2-kept eq "$(v)" "lf_state level=2 count=4"
+t state/l2-kept eq "$(v)" "lf_state level=2 count=3"
 t state/l2-no-free-on-replace eval '! dmesg | grep -q "freed the shadow variables"'
 # Disabling frees them: level 1 starts again from 1.
 t state/l2-disable disable lf_st2
@@ -208,15 +203,28 @@ t marks/unload unload lf_marks
 t marks/gone gone lf_marks
 umount /tmp/bm
 t end/none-left eq "$(ls /sys/kernel/livepatch)" ""
+
+# Last: a replacing level without state 501 is refused by the kernel.
+# In this boot the refused module's finit_module did not return (seen in
+# the VM), so it runs in the background and the checks do not wait for it.
+echo "== a level that drops a state"
+t drop/l1-load load lf_st1
+t drop/l1-count eq "$(v)" "lf_state level=1 count=1"
+load lf_st2x > /tmp/drop.out 2>&1 &
+sleep 20
+t drop/kernel-refused has "$(dmesg | tail -n 20)" "Livepatch patch (lf_st2x) is not compatible with the already installed livepatches."
+t drop/not-patched eval '[ ! -e /sys/kernel/livepatch/lf_st2x ]'
+t drop/l1-still eq "$(v)" "lf_state level=1 count=2"
+cat /tmp/drop.out
 `
 
 // stateChecks are the names the guest must report as passed.
 var stateChecks = []string{
 	"state/before", "state/l1-load", "state/l1-callback", "state/l1-count1", "state/l1-count2",
-	"state/drop-refused", "state/drop-kernel-says", "state/drop-gone", "state/l1-still",
 	"state/l2-load", "state/l2-callback", "state/l1-replaced", "state/l2-kept", "state/l2-no-free-on-replace",
 	"state/l2-disable", "state/l2-freed", "state/rollback", "state/l2-unload", "state/l1-again", "state/l1-fresh",
 	"state/l3-load", "state/l3-freed", "state/l3-none", "state/l3-disable", "state/l3-unload", "state/end-rollback",
 	"marks/insmod", "marks/mount", "marks/before", "marks/load", "marks/ignored-kept", "marks/forced-in-sysfs",
 	"marks/disable", "marks/rollback", "marks/unload", "marks/gone", "end/none-left",
+	"drop/l1-load", "drop/l1-count", "drop/kernel-refused", "drop/not-patched", "drop/l1-still",
 }
