@@ -196,7 +196,7 @@ t marks/load load lf_marks
 cat /proc/self/stack > /dev/null
 # enabled kept its running value 1 although the patch changes it to 0.
 t marks/ignored-kept eq "$(cat /tmp/bm/status)" "enabled lf_marks hits=some"
-t marks/forced-in-sysfs eval '[ -d /sys/kernel/livepatch/lf_marks/vmlinux/kernel_text_address,0 ]'
+t marks/forced-in-sysfs eval '[ -d /sys/kernel/livepatch/lf_marks/vmlinux/kernel_text_address,1 ]'
 t marks/disable disable lf_marks
 t marks/rollback eq "$(cat /tmp/bm/status)" enabled
 t marks/unload unload lf_marks
