@@ -18,6 +18,8 @@ type hookData struct {
 	// Namespaces are the export namespaces of the symbols the module
 	// imports (MODULE_IMPORT_NS), as modpost requires.
 	Namespaces []string
+	// States are the system states the level declares (klp_patch.states).
+	States []State
 }
 
 type hookObject struct {
@@ -25,6 +27,32 @@ type hookObject struct {
 	Funcs []hookFunc
 	// The object's callbacks (symbols of functions in the units), "" for none.
 	PrePatch, PostPatch, PreUnpatch, PostUnpatch string
+	// ShadowFree are shadow ids the object's generated post_unpatch frees
+	// (LIVEFIX_SHADOW_STATE); ShadowRetire those its generated post_patch
+	// frees when the level replaces one that had them
+	// (LIVEFIX_SHADOW_RETIRE).
+	ShadowFree, ShadowRetire []uint64
+}
+
+// PostPatchFn and PostUnpatchFn name what the klp_object's post_patch and
+// post_unpatch point at: the author's callback, or the generated wrapper
+// that calls it and then frees shadow variables.
+func (o hookObject) PostPatchFn(i int) string {
+	if len(o.ShadowRetire) > 0 {
+		return fmt.Sprintf("livefix_post_patch_%d", i)
+	}
+	return o.PostPatch
+}
+
+func (o hookObject) PostUnpatchFn(i int) string {
+	if len(o.ShadowFree) > 0 {
+		return fmt.Sprintf("livefix_post_unpatch_%d", i)
+	}
+	return o.PostUnpatch
+}
+
+func (o hookObject) HasCallbacks() bool {
+	return o.PrePatch != "" || o.PostPatch != "" || o.PreUnpatch != "" || o.PostUnpatch != "" || len(o.ShadowFree) > 0 || len(o.ShadowRetire) > 0
 }
 
 func (o *hookObject) slot(kind string) *string {
@@ -105,6 +133,50 @@ var hookTemplate = template.Must(template.New("hook").Funcs(template.FuncMap{
 {{end}}{{if .PreUnpatch}}extern void {{.PreUnpatch}}(struct klp_object *obj);
 {{end}}{{if .PostUnpatch}}extern void {{.PostUnpatch}}(struct klp_object *obj);
 {{end}}{{end}}
+{{- if .States}}
+/* System states this level supports (LIVEFIX_STATE and friends). */
+static struct klp_state livefix_states[] = {
+{{range .States}}	{ .id = {{.ID}}UL, .version = {{.Version}} },
+{{end}}	{ }
+};
+{{end}}
+static struct klp_patch livefix_patch;
+
+/* livefix_klp_patch returns this module's klp_patch (livefix.h). */
+struct klp_patch *livefix_klp_patch(void)
+{
+	return &livefix_patch;
+}
+{{range $i, $o := .Objects}}{{if $o.ShadowRetire}}
+/*
+ * {{$o.Name}}: once every task runs this level, free the shadow variables
+ * of the replaced level's states this level retires.
+ */
+static void livefix_post_patch_{{$i}}(struct klp_object *obj)
+{
+{{if $o.PostPatch}}	{{$o.PostPatch}}(obj);
+{{end}}	if (!livefix_patch.replace)
+		return;
+{{range $o.ShadowRetire}}	if (klp_get_prev_state({{.}}UL)) {
+		klp_shadow_free_all({{.}}UL, NULL);
+		pr_info("%s: freed the shadow variables of retired state {{.}}\n", KBUILD_MODNAME);
+	}
+{{end}}}
+{{end}}{{if $o.ShadowFree}}
+/*
+ * {{$o.Name}}: after this level is disabled, free its shadow variables;
+ * not after a reverted replace, when the replaced level that still runs
+ * has the state (klp_get_prev_state).
+ */
+static void livefix_post_unpatch_{{$i}}(struct klp_object *obj)
+{
+{{if $o.PostUnpatch}}	{{$o.PostUnpatch}}(obj);
+{{end}}{{range $o.ShadowFree}}	if (!klp_get_prev_state({{.}}UL)) {
+		klp_shadow_free_all({{.}}UL, NULL);
+		pr_info("%s: freed the shadow variables of state {{.}}\n", KBUILD_MODNAME);
+	}
+{{end}}}
+{{end}}{{end}}
 {{range $i, $o := .Objects}}/* {{$o.Name}} */
 static struct klp_func livefix_funcs_{{$i}}[] = {
 {{range $o.Funcs}}	{
@@ -119,11 +191,11 @@ static struct klp_func livefix_funcs_{{$i}}[] = {
 {{range $i, $o := .Objects}}	{
 		.name = {{if eq $o.Name "vmlinux"}}NULL{{else}}{{cstr $o.Name}}{{end}},
 		.funcs = livefix_funcs_{{$i}},
-{{if or $o.PrePatch $o.PostPatch $o.PreUnpatch $o.PostUnpatch}}		.callbacks = {
+{{if $o.HasCallbacks}}		.callbacks = {
 {{if $o.PrePatch}}			.pre_patch = {{$o.PrePatch}},
-{{end}}{{if $o.PostPatch}}			.post_patch = {{$o.PostPatch}},
+{{end}}{{with $o.PostPatchFn $i}}			.post_patch = {{.}},
 {{end}}{{if $o.PreUnpatch}}			.pre_unpatch = {{$o.PreUnpatch}},
-{{end}}{{if $o.PostUnpatch}}			.post_unpatch = {{$o.PostUnpatch}},
+{{end}}{{with $o.PostUnpatchFn $i}}			.post_unpatch = {{.}},
 {{end}}		},
 {{end}}	},
 {{end}}	{ }
@@ -133,6 +205,9 @@ static struct klp_patch livefix_patch = {
 	.mod = THIS_MODULE,
 	.objs = livefix_objs,
 	.replace = {{.Replace}},
+{{- if .States}}
+	.states = livefix_states,
+{{- end}}
 };
 
 /* GNU build-id of the kernel this patch was built for. */

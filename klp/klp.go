@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -95,6 +96,14 @@ type Manifest struct {
 	Tool         string           `json:"tool"`
 	CVEs         []string         `json:"cves,omitempty"`    // vulnerabilities the patch fixes (livefix info)
 	Summary      string           `json:"summary,omitempty"` // one line: what it fixes
+	// States are the system states the level declares (livefix.h); the
+	// kernel refuses a replacing level that lacks one of them.
+	States []State `json:"states,omitempty"`
+	// ForceUnsafe lists the refusals KPATCH_FORCE_UNSAFE overrode, as
+	// "FILE: FUNCTION: REASON"; Warnings says what each means. The
+	// functions' old copies may still run.
+	ForceUnsafe []string `json:"force_unsafe,omitempty"`
+	Warnings    []string `json:"warnings,omitempty"`
 }
 
 // ManifestObject is a patched kernel object and its replaced functions.
@@ -242,6 +251,8 @@ func build(ctx context.Context, spec *Spec, outDir string, log io.Writer) (*Mani
 		}
 	}
 
+	// The hook defines livefix_klp_patch (livefix.h).
+	defined["livefix_klp_patch"] = true
 	env := newUnitEnv(ctx, exports, namespaces, defined, modulesDir)
 	hook := hookData{Name: spec.Name, Level: spec.Level, Release: t.Release, Replace: !spec.NoReplace, BuildID: buildID}
 	m := &Manifest{
@@ -291,6 +302,21 @@ func build(ctx context.Context, spec *Spec, outDir string, log io.Writer) (*Mani
 				}
 				ho.setCallback(kind, sym)
 			}
+			if hook.States, err = mergeStates(hook.States, lu.states, u.Source); err != nil {
+				return nil, err
+			}
+			for _, st := range lu.states {
+				if st.Shadow == "retire" && spec.NoReplace {
+					return nil, fmt.Errorf("%s: LIVEFIX_SHADOW_RETIRE(%d, %d) frees the variables of the level this one replaces, but this level stacks (--no-replace) instead of replacing: %w", u.Source, st.ID, st.Version, ErrBadInput)
+				}
+				fmt.Fprintf(log, "klp: %s: state %d version %d (%s)\n", u.Source, st.ID, st.Version, st.kindName())
+			}
+			for _, r := range u.Result.Forced {
+				m.ForceUnsafe = append(m.ForceUnsafe, fmt.Sprintf("%s: %s: %s", u.Source, r.Symbol, r.Reason))
+				w := fmt.Sprintf("%s: %s is included although livefix would refuse it, because the patch marks it KPATCH_FORCE_UNSAFE (%s); its old copy may keep running", u.Source, r.Symbol, r.Reason)
+				m.Warnings = append(m.Warnings, w)
+				fmt.Fprintf(log, "klp: WARNING: %s\n", w)
+			}
 			for _, fn := range lu.ignored {
 				fmt.Fprintf(log, "klp: %s: %s changed but is ignored (KPATCH_IGNORE_FUNCTION)\n", u.Source, fn)
 			}
@@ -304,6 +330,8 @@ func build(ctx context.Context, spec *Spec, outDir string, log io.Writer) (*Mani
 		m.Objects = append(m.Objects, mo)
 	}
 	hook.Namespaces = env.namespaceList()
+	m.States = hook.States
+	shadowCallbacks(&hook)
 	src, err := GenerateHook(hook)
 	if err != nil {
 		return nil, err
@@ -400,6 +428,7 @@ type linkedUnit struct {
 	funcs     []hookFunc
 	callbacks map[string]string // callback kind -> its function's symbol
 	ignored   []string          // changed functions KPATCH_IGNORE_FUNCTION keeps unpatched
+	states    []State           // system states the unit declares
 }
 
 var identRE = regexp.MustCompile(`[^A-Za-z0-9_]`)
@@ -448,7 +477,7 @@ func rewriteUnit(n int, object string, u Unit, env *unitEnv) (*linkedUnit, error
 	where := func(err error) error { return fmt.Errorf("%s: %w", u.Source, err) }
 	syms := env.syms
 
-	lu := &linkedUnit{file: f, callbacks: map[string]string{}}
+	lu := &linkedUnit{file: f, callbacks: map[string]string{}, states: markers.states}
 	for _, fn := range u.Result.Funcs {
 		// By either name: the engine may rename the included copy
 		// (NAME.livefix) when the marker takes the original's address.
@@ -535,6 +564,42 @@ func rewriteUnit(n int, object string, u Unit, env *unitEnv) (*linkedUnit, error
 		}
 	}
 	return lu, nil
+}
+
+// shadowCallbacks gives the vmlinux object the shadow variables to free
+// (LIVEFIX_SHADOW_STATE, LIVEFIX_SHADOW_RETIRE), adding a vmlinux object
+// without functions when the patch changes only modules: vmlinux's
+// callbacks run exactly at the level's enable, disable and replace
+// transitions, when klp_get_prev_state is valid, and never as a module
+// comes or goes.
+func shadowCallbacks(h *hookData) {
+	var free, retire []uint64
+	for _, st := range h.States {
+		switch st.Shadow {
+		case "free":
+			free = appendUnique(free, st.ID)
+		case "retire":
+			retire = appendUnique(retire, st.ID)
+		}
+	}
+	if len(free) == 0 && len(retire) == 0 {
+		return
+	}
+	i := slices.IndexFunc(h.Objects, func(o hookObject) bool { return o.Name == "vmlinux" })
+	if i < 0 {
+		h.Objects = append(h.Objects, hookObject{Name: "vmlinux"})
+		i = len(h.Objects) - 1
+	}
+	h.Objects[i].ShadowFree, h.Objects[i].ShadowRetire = free, retire
+}
+
+func appendUnique(ids []uint64, id uint64) []uint64 {
+	for _, x := range ids {
+		if x == id {
+			return ids
+		}
+	}
+	return append(ids, id)
 }
 
 // toolVersion names this livefix build: module version and VCS revision.

@@ -3,8 +3,10 @@ package klp
 import (
 	"debug/elf"
 	"embed"
+	"encoding/binary"
 	"fmt"
 	"path"
+	"sort"
 	"strings"
 
 	"github.com/livefix/livefix/elfobj"
@@ -37,7 +39,40 @@ const (
 	ignoreFuncs    = ".livefix.ignore.functions"
 	ignoreSections = ".livefix.ignore.sections"
 	forceUnsafe    = ".livefix.force_unsafe"
+	statesSection  = ".livefix.states"
 )
+
+// State kinds of livefix.h's markers (struct livefix_state_mark.kind).
+const (
+	stateSystem       = 0 // LIVEFIX_STATE
+	stateShadow       = 1 // LIVEFIX_SHADOW_STATE: freed on disable
+	stateShadowRetire = 2 // LIVEFIX_SHADOW_RETIRE: the replaced level's freed on replace
+)
+
+// State is a system state a level declares (the kernel's struct
+// klp_state), from livefix.h's LIVEFIX_STATE, LIVEFIX_SHADOW_STATE and
+// LIVEFIX_SHADOW_RETIRE.
+type State struct {
+	ID      uint64 `json:"id"`
+	Version uint32 `json:"version"`
+	// Shadow is "free" for a shadow state whose variables the level frees
+	// when disabled, "retire" for one whose variables it frees when it
+	// replaces a level that has them, "" for a plain state.
+	Shadow string `json:"shadow,omitempty"`
+}
+
+func (s State) kindName() string {
+	switch s.Shadow {
+	case "free":
+		return "LIVEFIX_SHADOW_STATE"
+	case "retire":
+		return "LIVEFIX_SHADOW_RETIRE"
+	}
+	return "LIVEFIX_STATE"
+}
+
+// stateMarkSize is sizeof(struct livefix_state_mark) on x86-64.
+const stateMarkSize = 16
 
 // callbackKinds are the klp_callbacks members, in the order the kernel
 // runs them over a patch's life.
@@ -47,6 +82,7 @@ var callbackKinds = []string{"pre_patch", "post_patch", "pre_unpatch", "post_unp
 type unitMarkers struct {
 	callbacks map[string]*elfobj.Symbol // kind -> the callback function in the unit
 	ignore    map[string]bool           // functions to leave unpatched
+	states    []State                   // system states, in marker order
 }
 
 // takeMarkers reads and removes a unit's .livefix.* marker sections
@@ -70,9 +106,10 @@ func takeMarkers(f *elfobj.File) (*unitMarkers, error) {
 				}
 			}
 		}
+		name := markerBase(sec.Name)
 		switch {
-		case strings.HasPrefix(sec.Name, callbackPrefix):
-			kind := strings.TrimPrefix(sec.Name, callbackPrefix)
+		case strings.HasPrefix(name, callbackPrefix):
+			kind := strings.TrimPrefix(name, callbackPrefix)
 			if !isCallbackKind(kind) {
 				return nil, fmt.Errorf("unknown callback section %s", sec.Name)
 			}
@@ -80,14 +117,19 @@ func takeMarkers(f *elfobj.File) (*unitMarkers, error) {
 				return nil, fmt.Errorf("%s callback: want exactly one function of this file per kind, found %d", kind, len(targets))
 			}
 			m.callbacks[kind] = targets[0]
-		case sec.Name == ignoreFuncs:
+		case name == ignoreFuncs:
 			for _, t := range targets {
 				m.ignore[t.Name] = true
 			}
-		case sec.Name == ignoreSections:
-			return nil, fmt.Errorf("KPATCH_IGNORE_SECTION is not supported: the diff engine does not honour it yet; remove it and let the engine judge the section's change")
-		case sec.Name == forceUnsafe:
-			return nil, fmt.Errorf("KPATCH_FORCE_UNSAFE is not supported: livefix does not patch functions it cannot patch safely")
+		case name == ignoreSections, name == forceUnsafe:
+			// The diff engine honoured them (objdiff reads the patched
+			// object's markers); nothing of them goes into the module.
+		case name == statesSection:
+			states, err := readStates(f, sec)
+			if err != nil {
+				return nil, err
+			}
+			m.states = append(m.states, states...)
 		default:
 			return nil, fmt.Errorf("unknown livefix marker section %s", sec.Name)
 		}
@@ -98,6 +140,78 @@ func takeMarkers(f *elfobj.File) (*unitMarkers, error) {
 	f.RemoveSections(func(s *elfobj.Section) bool { return strings.HasPrefix(s.Name, markerPrefix) })
 	pruneUnusedUndefined(f)
 	return m, nil
+}
+
+// readStates decodes the struct livefix_state_mark objects of a unit's
+// .livefix.states section.
+func readStates(f *elfobj.File, sec *elfobj.Section) ([]State, error) {
+	var marks []*elfobj.Symbol
+	for _, s := range f.Symbols[1:] {
+		if s.Section == sec && s.Type == elf.STT_OBJECT {
+			marks = append(marks, s)
+		}
+	}
+	sort.Slice(marks, func(i, j int) bool { return marks[i].Value < marks[j].Value })
+	var out []State
+	for _, s := range marks {
+		if s.Size != stateMarkSize || s.Value+stateMarkSize > uint64(len(sec.Data)) {
+			return nil, fmt.Errorf("state marker %s: %d bytes at %d in a %d-byte section; want %d (was it made by livefix.h's LIVEFIX_STATE?)", s.Name, s.Size, s.Value, len(sec.Data), stateMarkSize)
+		}
+		b := sec.Data[s.Value : s.Value+stateMarkSize]
+		st := State{ID: binary.LittleEndian.Uint64(b), Version: binary.LittleEndian.Uint32(b[8:])}
+		switch kind := binary.LittleEndian.Uint32(b[12:]); kind {
+		case stateSystem:
+		case stateShadow:
+			st.Shadow = "free"
+		case stateShadowRetire:
+			st.Shadow = "retire"
+		default:
+			return nil, fmt.Errorf("state marker %s: unknown kind %d", s.Name, kind)
+		}
+		if st.ID == 0 {
+			return nil, fmt.Errorf("state marker %s: id 0; the kernel ends its state list at id 0, so a state needs a non-zero id", s.Name)
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// mergeStates adds a unit's states to the patch's: a state declared
+// twice must be declared the same way.
+func mergeStates(all []State, add []State, source string) ([]State, error) {
+	for _, s := range add {
+		dup := false
+		for _, o := range all {
+			if o.ID != s.ID {
+				continue
+			}
+			if o != s {
+				return nil, fmt.Errorf("%s: state %d declared as %s(%d, %d), but elsewhere in the patch as %s(%d, %d); one state, one declaration", source, s.ID, s.kindName(), s.ID, s.Version, o.kindName(), o.ID, o.Version)
+			}
+			dup = true
+		}
+		if !dup {
+			all = append(all, s)
+		}
+	}
+	return all, nil
+}
+
+// markerBase returns the marker section a section of the diff output
+// comes from: the engine names the part of a section holding one of
+// several symbols SECTION.SYMBOL (two KPATCH_IGNORE_FUNCTIONs in a file).
+func markerBase(name string) string {
+	for _, base := range []string{ignoreFuncs, ignoreSections, forceUnsafe, statesSection} {
+		if name == base || strings.HasPrefix(name, base+".") {
+			return base
+		}
+	}
+	if rest, ok := strings.CutPrefix(name, callbackPrefix); ok {
+		if i := strings.IndexByte(rest, '.'); i >= 0 {
+			return callbackPrefix + rest[:i]
+		}
+	}
+	return name
 }
 
 func isCallbackKind(k string) bool {

@@ -2,6 +2,9 @@ package klp
 
 import (
 	"debug/elf"
+	"encoding/binary"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -60,10 +63,15 @@ func TestTakeMarkers(t *testing.T) {
 	}
 
 	for _, tc := range []struct{ sec, want string }{
-		{".livefix.ignore.sections", "KPATCH_IGNORE_SECTION is not supported"},
-		{".livefix.force_unsafe", "KPATCH_FORCE_UNSAFE is not supported"},
+		{".livefix.ignore.sections", ""}, // objdiff's: removed
+		{".livefix.force_unsafe", ""},
 		{".livefix.callbacks.sometimes", "unknown callback"},
 		{".livefix.callbacks.post_patch", ""}, // f: fine
+		// One of several symbols of a marker section, as the engine
+		// names its part in the output.
+		{".livefix.ignore.functions.__livefix_ignore_f", ""},
+		{".livefix.callbacks.post_patch.__livefix_post_patch_f", ""},
+		{".livefix.ignore.functionsx", "unknown livefix marker section"},
 	} {
 		_, err := takeMarkers(markerObject(tc.sec))
 		if tc.want == "" {
@@ -97,5 +105,88 @@ func TestHookCallbacks(t *testing.T) {
 	}
 	if !strings.Contains(string(CompatHeaders()["kpatch-macros.h"]), "#define KPATCH_PRE_PATCH_CALLBACK") || CompatHeaders()["kpatch-syscall.h"] == nil {
 		t.Error("the compatibility headers are not embedded")
+	}
+}
+
+// stateObject is a unit with a .livefix.states section holding the given
+// struct livefix_state_mark entries (id, version, kind).
+func stateObject(marks ...[3]uint64) *elfobj.File {
+	sec := &elfobj.Section{Name: ".livefix.states", Type: elf.SHT_PROGBITS, Flags: elf.SHF_ALLOC | elf.SHF_WRITE}
+	f := &elfobj.File{Sections: []*elfobj.Section{{}, sec}, Symbols: []*elfobj.Symbol{{}}}
+	for i, m := range marks {
+		b := make([]byte, stateMarkSize)
+		binary.LittleEndian.PutUint64(b, m[0])
+		binary.LittleEndian.PutUint32(b[8:], uint32(m[1]))
+		binary.LittleEndian.PutUint32(b[12:], uint32(m[2]))
+		f.Symbols = append(f.Symbols, &elfobj.Symbol{Name: fmt.Sprintf("__livefix_state_%d", i), Type: elf.STT_OBJECT, Section: sec, Value: uint64(len(sec.Data)), Size: stateMarkSize})
+		sec.Data = append(sec.Data, b...)
+	}
+	return f
+}
+
+func TestTakeStates(t *testing.T) {
+	f := stateObject([3]uint64{7, 1, 0}, [3]uint64{0x1f2, 2, 1}, [3]uint64{0x1f3, 1, 2})
+	m, err := takeMarkers(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []State{{ID: 7, Version: 1}, {ID: 0x1f2, Version: 2, Shadow: "free"}, {ID: 0x1f3, Version: 1, Shadow: "retire"}}
+	if !slices.Equal(m.states, want) {
+		t.Errorf("states = %+v, want %+v", m.states, want)
+	}
+	if f.SectionByName(".livefix.states") != nil {
+		t.Error("the state marker section is left in the unit")
+	}
+	for _, tc := range []struct {
+		f    *elfobj.File
+		want string
+	}{
+		{stateObject([3]uint64{0, 1, 0}), "id 0"},
+		{stateObject([3]uint64{3, 1, 9}), "unknown kind 9"},
+	} {
+		if _, err := takeMarkers(tc.f); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("err = %v, want %q", err, tc.want)
+		}
+	}
+	short := stateObject([3]uint64{3, 1, 0})
+	short.Symbols[1].Size = 8
+	if _, err := takeMarkers(short); err == nil || !strings.Contains(err.Error(), "want 16") {
+		t.Errorf("a short marker: err = %v", err)
+	}
+
+	all, err := mergeStates(nil, want[:2], "a.c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all, err = mergeStates(all, []State{{ID: 7, Version: 1}}, "b.c"); err != nil || len(all) != 2 {
+		t.Errorf("the same state declared twice: %v, %v", all, err)
+	}
+	if _, err := mergeStates(all, []State{{ID: 7, Version: 2}}, "b.c"); err == nil || !strings.Contains(err.Error(), "b.c: state 7 declared as LIVEFIX_STATE(7, 2), but elsewhere in the patch as LIVEFIX_STATE(7, 1)") {
+		t.Errorf("two declarations of state 7: err = %v", err)
+	}
+}
+
+func TestShadowCallbacks(t *testing.T) {
+	// A patch changing only a module: its shadow frees go to an added
+	// vmlinux object without functions.
+	h := hookData{States: []State{{ID: 1, Version: 1}, {ID: 2, Version: 1, Shadow: "free"}, {ID: 3, Version: 1, Shadow: "retire"}},
+		Objects: []hookObject{{Name: "binfmt_misc", Funcs: []hookFunc{{OldName: "g", NewSym: "livefix_u0_g"}}}}}
+	shadowCallbacks(&h)
+	if len(h.Objects) != 2 || h.Objects[1].Name != "vmlinux" || len(h.Objects[1].Funcs) != 0 ||
+		!slices.Equal(h.Objects[1].ShadowFree, []uint64{2}) || !slices.Equal(h.Objects[1].ShadowRetire, []uint64{3}) || h.Objects[0].ShadowFree != nil {
+		t.Errorf("objects = %+v", h.Objects)
+	}
+	if got := h.Objects[1].PostUnpatchFn(1); got != "livefix_post_unpatch_1" {
+		t.Errorf("post_unpatch = %q", got)
+	}
+	// With a vmlinux object, that one; without shadow states, nothing.
+	h = hookData{States: []State{{ID: 2, Version: 1, Shadow: "free"}}, Objects: []hookObject{{Name: "vmlinux", PostUnpatch: "a"}}}
+	shadowCallbacks(&h)
+	if len(h.Objects) != 1 || !slices.Equal(h.Objects[0].ShadowFree, []uint64{2}) || h.Objects[0].PostPatchFn(0) != "" {
+		t.Errorf("objects = %+v", h.Objects)
+	}
+	h = hookData{States: []State{{ID: 1, Version: 1}}, Objects: []hookObject{{Name: "binfmt_misc"}}}
+	if shadowCallbacks(&h); len(h.Objects) != 1 || h.Objects[0].HasCallbacks() {
+		t.Errorf("a plain state changed the objects: %+v", h.Objects)
 	}
 }

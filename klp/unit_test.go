@@ -48,6 +48,19 @@ func TestGenerateHookGolden(t *testing.T) {
 				Objects: []hookObject{{Name: "vmlinux", Funcs: []hookFunc{{OldName: "f", NewSym: "livefix_u0_f"}}}},
 			},
 		},
+		{
+			name:   "system states and shadow variables",
+			golden: "hook-states.c.golden",
+			data: hookData{
+				Name: "lf_state", Level: 2, Release: "6.1.0-57-amd64", Replace: true, BuildID: []byte{4, 5},
+				States: []State{{ID: 7, Version: 1}, {ID: 0x1f2, Version: 2, Shadow: "free"}, {ID: 0x1f3, Version: 1, Shadow: "retire"}},
+				Objects: []hookObject{
+					{Name: "vmlinux", Funcs: []hookFunc{{OldName: "f", NewSym: "livefix_u0_f"}},
+						PostUnpatch: "livefix_u0_author_post_unpatch", ShadowFree: []uint64{0x1f2}, ShadowRetire: []uint64{0x1f3}},
+					{Name: "binfmt_misc", Funcs: []hookFunc{{OldName: "g", NewSym: "livefix_u1_g"}}},
+				},
+			},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -60,7 +60,13 @@ type ChangeSet struct {
 	// Private lists changed functions that have no ftrace entry: the
 	// patch carries their new copy under its own name and replaces their
 	// callers instead (listed in Changed).
-	Private            []string  `json:"private,omitempty"`
+	Private []string `json:"private,omitempty"`
+	// Forced lists the refusals KPATCH_FORCE_UNSAFE overrode: the
+	// functions are included although their old copy may still run.
+	Forced []Refusal `json:"forced,omitempty"`
+	// Ignored lists what changed in sections KPATCH_IGNORE_SECTION
+	// ignores: the running copies stay.
+	Ignored            []string  `json:"ignored,omitempty"`
 	Refused            []Refusal `json:"refused"`
 	NoFunctionalChange bool      `json:"no_functional_change"`
 }
@@ -151,6 +157,13 @@ type differ struct {
 	// addrOrig names, per replaced function, the included parts whose
 	// stored address of it refers to the original (extract).
 	addrOrig map[*entity][]string
+	// ignoreSec and force are the patched object's KPATCH_IGNORE_SECTION
+	// sections and KPATCH_FORCE_UNSAFE functions (markers.go);
+	// ignoredEnts the changes ignored, overridden the refusals forced.
+	ignoreSec   map[string]bool
+	force       map[string]bool
+	ignoredEnts []*entity
+	overridden  []Refusal
 }
 
 // Diff compares the original and patched objects of one translation unit.
@@ -161,12 +174,15 @@ func Diff(orig, patched *elfobj.File, opts Options) (*Result, error) {
 		anonKeys: make(map[anonMemo]string), specs: make(map[*object][]*special),
 		owned: make(map[*entity][]ownedEntry), rodataChanged: make(map[*entity]bool),
 		ssKeys: make(map[*entity]string), statics: make(map[*entity]bool), addrOrig: make(map[*entity][]string),
+		ignoreSec: make(map[string]bool), force: make(map[string]bool),
 	}
+	d.readMarkers()
 	d.indexSpecials(d.orig)
 	d.indexSpecials(d.patched)
 	d.correlate()
 	d.compareFuncs()
 	d.compareData()
+	d.applyIgnores()
 	d.propagate()
 	d.checkSections()
 	d.checkExports()
@@ -237,7 +253,7 @@ func (d *differ) compareData() {
 			b.state = added
 			continue
 		}
-		if isSpecialStatic(b) {
+		if isSpecialStatic(b) || d.ignoredBy(b) {
 			continue
 		}
 		writable := a.sec.Flags&elf.SHF_WRITE != 0 || b.sec.Flags&elf.SHF_WRITE != 0
@@ -309,7 +325,7 @@ func (d *differ) checkSections() {
 		// nothing anyone reads (gcc leaves literals behind that it
 		// turned into immediates).
 		unusedStrings := s.Flags&elf.SHF_MERGE != 0 && s.Flags&elf.SHF_STRINGS != 0 && !used[s]
-		return !ignoredSection(s) && len(o.entities[s]) == 0 && tableFor(s.Name) == nil && !exportSection(s.Name) && !unusedStrings &&
+		return !ignoredSection(s) && !d.ignoreSec[s.Name] && len(o.entities[s]) == 0 && tableFor(s.Name) == nil && !exportSection(s.Name) && !unusedStrings &&
 			!parallelOf(s.Name) && !used[s] && s.Len() > 0
 	}
 	seen := make(map[string]bool)
@@ -341,7 +357,10 @@ func (d *differ) checkSections() {
 		for _, r := range d.patched.relocs[sb] {
 			t := d.patched.resolve(sb, r)
 			if t.kind == refEntity && t.ent.isFunc && (t.ent.state == changed || t.ent.state == added || t.ent.state == private) {
-				d.refuse(t.ent.name(), ReasonSection+" "+sb.Name+": it holds an entry for this function that a live patch would lose")
+				why := ReasonSection + " " + sb.Name + ": it holds an entry for this function that a live patch would lose"
+				if !d.forced(t.ent, why) {
+					d.refuse(t.ent.name(), why)
+				}
 				break
 			}
 		}
@@ -393,6 +412,11 @@ func (d *differ) result() *Result {
 	slices.Sort(res.NewData)
 	slices.Sort(res.Private)
 	slices.SortFunc(res.Funcs, func(a, b Func) int { return strings.Compare(a.Name, b.Name) })
+	for _, e := range d.ignoredEnts {
+		res.Ignored = append(res.Ignored, e.name())
+	}
+	slices.Sort(res.Ignored)
+	res.Forced = d.forcedRefusals()
 	res.Refused = slices.Clone(d.refused)
 	if res.Refused == nil {
 		res.Refused = []Refusal{}

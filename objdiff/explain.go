@@ -28,7 +28,7 @@ type Explanation struct {
 	Why     string `json:"why"`
 }
 
-var verdictOrder = []string{VerdictRefused, VerdictChanged, VerdictEscalated, VerdictNew, VerdictNewData, VerdictChangedData, VerdictCopied, VerdictLineOnly}
+var verdictOrder = []string{VerdictForced, VerdictRefused, VerdictChanged, VerdictEscalated, VerdictNew, VerdictNewData, VerdictChangedData, VerdictCopied, VerdictIgnored, VerdictLineOnly}
 
 func (d *differ) explain(res *Result) []Explanation {
 	var out []Explanation
@@ -112,6 +112,7 @@ func (d *differ) explain(res *Result) []Explanation {
 			add(e.name(), VerdictCopied, why)
 		}
 	}
+	out = append(out, d.markerExplanations()...)
 	slices.SortStableFunc(out, func(a, b Explanation) int {
 		if c := slices.Index(verdictOrder, a.Verdict) - slices.Index(verdictOrder, b.Verdict); c != 0 {
 			return c
@@ -147,6 +148,9 @@ func (d *differ) dyndbgLineMoved(a, b *entity) bool {
 // then one line per symbol, "  VERDICT  SYMBOL: WHY".
 func WriteExplanation(w io.Writer, source string, res *Result) error {
 	status := "patchable"
+	if len(res.Forced) > 0 {
+		status = "patchable, FORCED UNSAFE"
+	}
 	switch {
 	case len(res.Refused) > 0:
 		status = "refused"

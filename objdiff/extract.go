@@ -103,6 +103,12 @@ func (d *differ) extract(res *Result) (*elfobj.File, error) {
 			x.addSection(s)
 		}
 		sym := &elfobj.Symbol{Name: e.name(), Bind: e.sym.Bind, Type: e.sym.Type, Other: e.sym.Other, Section: s, Value: base + e.sym.Value - e.start, Size: e.sym.Size}
+		if e.state == private && sym.Bind != elf.STB_LOCAL {
+			// A global without an ftrace entry, included privately
+			// because KPATCH_FORCE_UNSAFE says so: only the included
+			// callers use the new copy, under a name of its own.
+			sym.Name, sym.Bind, sym.Other = e.name()+".livefix", elf.STB_LOCAL, 0
+		}
 		x.out.Symbols = append(x.out.Symbols, sym)
 		x.pieces[e] = sym
 		ps = append(ps, piece{e, s, base})

@@ -28,7 +28,7 @@ func (d *differ) propagate() {
 	d.propagateRodata()
 	var work []*entity
 	mark := func(f *entity, why string) {
-		if f.state == unchanged || f.state == lineOnly {
+		if (f.state == unchanged || f.state == lineOnly) && !d.ignoredBy(f) {
 			f.state, f.why = changed, why
 			work = append(work, f)
 		}
@@ -61,20 +61,21 @@ func (d *differ) propagate() {
 		if !d.needFentry() || hasFentry(f.twin) || isInit(f.sec) {
 			continue
 		}
-		if f.twin.sym.Bind != elf.STB_LOCAL {
-			d.refuse(f.name(), ReasonNoFentry+": the original has no __fentry__ call (notrace or noinstr code), so ftrace cannot redirect it, and it is global, so callers in other files could still reach the old copy")
-			continue
-		}
 		if users == nil {
 			users = d.indexUsers()
 		}
-		if where := users.stored[f]; len(where) > 0 {
-			d.refuse(f.name(), ReasonNoFentry+": the original has no __fentry__ call and its address is stored in "+strings.Join(where, ", ")+
-				" (and "+ReasonAddress+"), so the running kernel would keep calling the old copy; patch the code that installs it instead")
-			continue
+		var why string
+		switch {
+		case f.twin.sym.Bind != elf.STB_LOCAL:
+			why = ReasonNoFentry + ": the original has no __fentry__ call (notrace or noinstr code), so ftrace cannot redirect it, and it is global, so callers in other files could still reach the old copy"
+		case len(users.stored[f]) > 0:
+			why = ReasonNoFentry + ": the original has no __fentry__ call and its address is stored in " + strings.Join(users.stored[f], ", ") +
+				" (and " + ReasonAddress + "), so the running kernel would keep calling the old copy; patch the code that installs it instead"
+		case len(users.taken[f]) > 0:
+			why = ReasonNoFentry + ": the original has no __fentry__ call and " + strings.Join(users.taken[f], ", ") + " takes its address (" + ReasonAddress + "), which could outlive the patch"
 		}
-		if where := users.taken[f]; len(where) > 0 {
-			d.refuse(f.name(), ReasonNoFentry+": the original has no __fentry__ call and "+strings.Join(where, ", ")+" takes its address ("+ReasonAddress+"), which could outlive the patch")
+		if why != "" && !d.forced(f, why) {
+			d.refuse(f.name(), why)
 			continue
 		}
 		f.state = private
@@ -125,7 +126,7 @@ func (d *differ) indexUsers() *userIndex {
 		}
 	}
 	for sec, rs := range o.relocs {
-		if isCode(sec) || tableFor(sec.Name) != nil || exportSection(sec.Name) || ignoredSection(sec) {
+		if isCode(sec) || tableFor(sec.Name) != nil || exportSection(sec.Name) || ignoredSection(sec) || sec.Name == ForceUnsafeMarker {
 			continue
 		}
 		for _, r := range rs {

@@ -128,3 +128,26 @@ if [[ ! -e $zlib_dsc ]]; then
 fi
 [[ -e $zlib_dsc ]] || die "$zlib_dsc is missing after apt-get source"
 log "ok: zlib $zlib_version source package in $debsrc_cache"
+
+# Exact positions of duplicate statics (livefix-build kernel --vmlinux; klp's
+# TestDebianDbgVmlinux): the vmlinux with its full symbol table from Debian's
+# linux-image-$release-dbg. The .deb is an 860 MB download (5.6 GB installed);
+# only usr/lib/debug/boot/vmlinux-$release is extracted into the cache, the
+# package is never installed and the .deb is removed once the file is there.
+dbgdir="${LIVEFIX_CACHE:-/var/cache/livefix}/dbg"
+dbgvmlinux="$dbgdir/vmlinux-$release"
+if [[ ! -s $dbgvmlinux ]]; then
+	"${sudo[@]}" mkdir -p "$dbgdir"
+	log "downloading linux-image-$release-dbg (about 860 MB) for its vmlinux"
+	(cd "$dbgdir" && "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 download -qq "linux-image-$release-dbg") ||
+		die "apt-get download linux-image-$release-dbg failed; check the network and the bookworm main/updates sources"
+	deb=$(compgen -G "$dbgdir/linux-image-$release-dbg_*.deb" | head -n 1) || die "no linux-image-$release-dbg .deb in $dbgdir"
+	tmp="$dbgvmlinux.tmp"
+	"${sudo[@]}" rm -rf "$tmp" && "${sudo[@]}" mkdir -p "$tmp"
+	# tar stops after the one member (--occurrence); dpkg-deb then gets SIGPIPE.
+	{ dpkg-deb --fsys-tarfile "$deb" | "${sudo[@]}" tar -x -C "$tmp" --occurrence=1 "./usr/lib/debug/boot/vmlinux-$release"; } || true
+	[[ -s $tmp/usr/lib/debug/boot/vmlinux-$release ]] || die "$deb has no usr/lib/debug/boot/vmlinux-$release"
+	"${sudo[@]}" mv "$tmp/usr/lib/debug/boot/vmlinux-$release" "$dbgvmlinux"
+	"${sudo[@]}" rm -rf "$tmp" "$deb"
+fi
+log "ok: vmlinux with symbols at $dbgvmlinux"

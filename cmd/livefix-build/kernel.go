@@ -200,6 +200,10 @@ func runKernel(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitFailure
 	}
+	// KPATCH_FORCE_UNSAFE overrides, loudly, with or without --json.
+	for _, w := range m.Warnings {
+		fmt.Fprintf(stderr, "livefix-build kernel: WARNING: %s\n", w)
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

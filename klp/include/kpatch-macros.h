@@ -15,9 +15,18 @@
  *                                    the patch is disabled
  *   KPATCH_POST_UNPATCH_CALLBACK(fn) void fn(patch_object *obj): after
  * KPATCH_IGNORE_FUNCTION(fn) keeps a changed function out of the live
- * patch (the running copy stays). KPATCH_IGNORE_SECTION and
- * KPATCH_FORCE_UNSAFE are recognised and refused by livefix-build: the
- * diff engine does not honour them yet.
+ * patch (the running copy stays).
+ * KPATCH_IGNORE_SECTION(".sec") makes the diff engine ignore changes in
+ * that section of this file (.text.foo, .data.bar): the running copy
+ * stays and nothing is patched on its account.
+ * KPATCH_FORCE_UNSAFE(fn) states that the old and new copies of fn may run
+ * at the same time: the engine then includes fn where it would refuse it
+ * only because the old copy stays reachable (no ftrace entry and global,
+ * or its address stored or taken; an entry in a section the engine does
+ * not know). livefix-build prints a warning for each such override. It
+ * does not bypass the kernel's consistency model: the transition still
+ * waits until no task sleeps in a replaced function.
+ * livefix.h adds livefix's own macros (system states, shadow variables).
  */
 #ifndef LIVEFIX_KPATCH_MACROS_H
 #define LIVEFIX_KPATCH_MACROS_H
