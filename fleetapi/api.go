@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -113,14 +115,18 @@ func Decode(r io.Reader, v any) error {
 	return nil
 }
 
+// Compiled on first use (sync.OnceValue), not at program start: every
+// livefix command links this package, and compiling bounded repetitions
+// at init would add milliseconds to the cold start of commands that never
+// validate anything (livefix process patch).
 var (
-	hostIDRE   = lazyRE(`^h[A-Za-z0-9_-]{8,63}$`)
-	hostnameRE = lazyRE(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,252})$`)
-	releaseRE  = lazyRE(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$`)
-	buildIDRE  = lazyRE(`^([0-9a-f]{2}){2,64}$`)
-	channelRE  = lazyRE(`^[a-z][a-z0-9-]{0,31}$`)
-	versionRE  = lazyRE(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$`)
-	patchRE    = lazyRE(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,254}$`)
+	hostIDRE   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^h[A-Za-z0-9_-]{8,63}$`) })
+	hostnameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,252})$`) })
+	releaseRE  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$`) })
+	buildIDRE  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^([0-9a-f]{2}){2,64}$`) })
+	channelRE  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`) })
+	versionRE  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$`) })
+	patchRE    = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,254}$`) })
 )
 
 func invalid(field, value, want string) error {
@@ -131,16 +137,16 @@ func invalid(field, value, want string) error {
 }
 
 // ValidHostname reports whether s is an acceptable host name.
-func ValidHostname(s string) bool { return hostnameRE.MatchString(s) && !strings.Contains(s, "..") }
+func ValidHostname(s string) bool { return hostnameRE().MatchString(s) && !strings.Contains(s, "..") }
 
 // ValidBuildID reports whether s is a hex GNU build-id (lower case).
-func ValidBuildID(s string) bool { return buildIDRE.MatchString(s) }
+func ValidBuildID(s string) bool { return buildIDRE().MatchString(s) }
 
 // ValidRelease reports whether s is an acceptable kernel release.
-func ValidRelease(s string) bool { return releaseRE.MatchString(s) && !strings.Contains(s, "..") }
+func ValidRelease(s string) bool { return releaseRE().MatchString(s) && !strings.Contains(s, "..") }
 
 // ValidChannel reports whether s is an acceptable channel name.
-func ValidChannel(s string) bool { return channelRE.MatchString(s) }
+func ValidChannel(s string) bool { return channelRE().MatchString(s) }
 
 // Validate checks a registration request.
 func (r *RegisterRequest) Validate() error {
@@ -156,7 +162,7 @@ func (r *RegisterRequest) Validate() error {
 // Validate checks every field of a check-in.
 func (c *CheckIn) Validate(now time.Time) error {
 	switch {
-	case !hostIDRE.MatchString(c.HostID):
+	case !hostIDRE().MatchString(c.HostID):
 		return invalid("host_id", c.HostID, "the host id from registration")
 	case !ValidHostname(c.Hostname):
 		return invalid("hostname", c.Hostname, "letters, digits, '.', '_' and '-', at most 253")
@@ -168,7 +174,7 @@ func (c *CheckIn) Validate(now time.Time) error {
 		return invalid("level", fmt.Sprint(c.Level), fmt.Sprintf("0 to %d", MaxLevel))
 	case len(c.Userspace) > MaxUserPatches:
 		return invalid("userspace", fmt.Sprintf("%d entries", len(c.Userspace)), fmt.Sprintf("at most %d", MaxUserPatches))
-	case !versionRE.MatchString(c.AgentVersion):
+	case !versionRE().MatchString(c.AgentVersion):
 		return invalid("agent_version", c.AgentVersion, "a version string")
 	case !ValidChannel(c.Channel):
 		return invalid("channel", c.Channel, "a channel name such as stable or test")
@@ -189,7 +195,7 @@ func (c *CheckIn) Validate(now time.Time) error {
 		if p.Level < 0 || p.Level > MaxLevel {
 			return invalid(fmt.Sprintf("userspace[%d].level", i), fmt.Sprint(p.Level), fmt.Sprintf("0 to %d", MaxLevel))
 		}
-		if p.Name != "" && (!patchRE.MatchString(p.Name) || strings.Contains(p.Name, "..")) {
+		if p.Name != "" && (!patchRE().MatchString(p.Name) || strings.Contains(p.Name, "..")) {
 			return invalid(fmt.Sprintf("userspace[%d].name", i), p.Name, "a patch name without '/' or '..'")
 		}
 	}

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -54,9 +56,13 @@ type Revocation struct {
 	Reason string    `json:"reason"`
 }
 
+// Compiled on first use (sync.OnceValue), not at program start: every
+// livefix command links this package, and compiling bounded repetitions
+// at init would add milliseconds to the cold start of commands that never
+// validate anything (livefix process patch).
 var (
-	nameRE = lazyRE(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)
-	cveRE  = lazyRE(`^CVE-[0-9]{4}-[0-9]{4,}$`)
+	nameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`) })
+	cveRE  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^CVE-[0-9]{4}-[0-9]{4,}$`) })
 )
 
 // maxCustom bounds the custom metadata of one target.
@@ -99,7 +105,7 @@ func (c *Custom) Validate() error {
 	if c.Level < 1 {
 		return bad("level %d, want 1 or more", c.Level)
 	}
-	if !nameRE.MatchString(c.Name) {
+	if !nameRE().MatchString(c.Name) {
 		return bad("name %q", c.Name)
 	}
 	switch c.Channel {
@@ -111,7 +117,7 @@ func (c *Custom) Validate() error {
 		return bad("stable patch without a stable_since time")
 	}
 	for _, id := range c.CVEs {
-		if !cveRE.MatchString(id) {
+		if !cveRE().MatchString(id) {
 			return bad("CVE id %q", id)
 		}
 	}
@@ -133,7 +139,7 @@ func validBuildID(s string) bool {
 func ValidChannel(ch string) bool { return ch == ChannelTest || ch == ChannelStable }
 
 // ValidCVE reports whether id is a well-formed CVE id.
-func ValidCVE(id string) bool { return cveRE.MatchString(id) }
+func ValidCVE(id string) bool { return cveRE().MatchString(id) }
 
 // TargetPath is the target name of a patch file: kind/BUILD-ID/LEVEL/FILE.
 func TargetPath(kind, buildID string, level int, file string) string {
@@ -157,7 +163,7 @@ func ParseTargetPath(p string) (kind, buildID string, level int, file string, er
 	if err != nil || level < 1 || strconv.Itoa(level) != parts[2] {
 		return "", "", 0, "", fmt.Errorf("target %q: bad level %q", p, parts[2])
 	}
-	if !nameRE.MatchString(file) {
+	if !nameRE().MatchString(file) {
 		return "", "", 0, "", fmt.Errorf("target %q: bad file name", p)
 	}
 	return kind, buildID, level, file, nil

@@ -146,7 +146,7 @@ func readUserPatch(p string) (*patch, error) {
 	if up.Level < 1 {
 		return nil, fmt.Errorf("%w: %s: level %d", ErrMalformed, p, up.Level)
 	}
-	if !nameRE.MatchString(up.Name) {
+	if !nameRE().MatchString(up.Name) {
 		return nil, fmt.Errorf("%w: %s: patch name %q", ErrMalformed, p, up.Name)
 	}
 	return &patch{
