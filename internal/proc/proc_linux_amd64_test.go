@@ -994,16 +994,30 @@ func reportPauses(b *testing.B, pauses []time.Duration) {
 // DetachAllBut lets all but one go.
 func TestStopOne(t *testing.T) {
 	tg := startTarget(t, buildTarget(t), "4")
+	// stoppedOnly(tid): only that thread is stopped; 0: all of them;
+	// anyOne: exactly one, whichever StopOne chose (a sleeping thread,
+	// the main one preferred: which one sleeps at that instant depends
+	// on scheduling, so the one-thread stops are not pinned to a tid).
+	const anyOne = -1
 	stoppedOnly := func(want int) {
 		t.Helper()
-		for tid, st := range threadStates(t, tg.pid) {
-			if stopped := st == 't'; stopped != (want == 0 || tid == want) {
+		states := threadStates(t, tg.pid)
+		n := 0
+		for tid, st := range states {
+			stopped := st == 't'
+			if stopped {
+				n++
+			}
+			if want != anyOne && stopped != (want == 0 || tid == want) {
 				t.Errorf("thread %d state %c (want only %d stopped; 0: all)", tid, st, want)
 			}
 		}
+		if want == anyOne && n != 1 {
+			t.Errorf("%d threads stopped, want exactly one (states %v)", n, states)
+		}
 	}
 	p, err := AttachRun(tg.pid, AttachOptions{Timeout: 5 * time.Second, OneThread: true}, func(p *Process) error {
-		stoppedOnly(tg.pid)
+		stoppedOnly(anyOne)
 		if p.Stopped() {
 			t.Error("Stopped() in a one-thread stop")
 		}
@@ -1023,7 +1037,7 @@ func TestStopOne(t *testing.T) {
 	if err := p.StopOne(); err != nil {
 		t.Fatal(err)
 	}
-	stoppedOnly(tg.pid)
+	stoppedOnly(anyOne)
 	if err := p.Resume(); err != nil {
 		t.Fatal(err)
 	}
