@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -140,32 +139,14 @@ func TestKbuildCases(t *testing.T) {
 	}
 
 	files := map[string]string{"/bin/livefix": livefix, "/bin/lfkb": helper}
-	// The builds run at once: they queue for the shared kernel tree in
-	// turn, and everything around the compiles overlaps.
-	type built struct {
-		out  []byte
-		err  error
-		secs float64
+	var names []string
+	var args [][]string
+	for _, c := range kbuildCases {
+		names = append(names, c.name)
+		args = append(args, []string{"--name", c.name, "-o", outDir, "--patch", filepath.Join("testdata", "kbuild", c.patch)})
 	}
-	results := make([]built, len(kbuildCases))
-	var wg sync.WaitGroup
-	for i, c := range kbuildCases {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			start := time.Now()
-			cmd := exec.CommandContext(ctx, livefixBuild, "kernel", "--name", c.name, "-o", outDir,
-				"--patch", filepath.Join("testdata", "kbuild", c.patch))
-			out, err := cmd.CombinedOutput()
-			results[i] = built{out, err, time.Since(start).Seconds()}
-		}()
-	}
-	wg.Wait()
-	for i, c := range kbuildCases {
-		if r := results[i]; r.err != nil {
-			t.Fatalf("%s: livefix-build kernel: %v\n%s", c.name, r.err, r.out)
-		}
-		t.Logf("%s built in %.1fs", c.name, results[i].secs)
+	buildPatches(ctx, t, livefixBuild, names, args)
+	for _, c := range kbuildCases {
 		ko, err := elfobj.Open(filepath.Join(outDir, c.name+".ko"))
 		if err != nil {
 			t.Fatal(err)

@@ -4,11 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -57,32 +55,16 @@ func TestStateCases(t *testing.T) {
 	livefix, livefixBuild := e2etest.Tools(t)
 	outDir := filepath.Join(tmp, "patches")
 
-	type built struct {
-		out  []byte
-		err  error
-		secs float64
+	var names []string
+	var args [][]string
+	for _, c := range stateCases {
+		names = append(names, c.name)
+		args = append(args, []string{"--name", c.name, "-o", outDir, "--explain", "--level", strconv.Itoa(c.level),
+			"--patch", filepath.Join("testdata", "state", c.patch+".patch")})
 	}
-	results := make([]built, len(stateCases))
-	var wg sync.WaitGroup
-	for i, c := range stateCases {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			start := time.Now()
-			cmd := exec.CommandContext(ctx, livefixBuild, "kernel", "--name", c.name, "-o", outDir, "--explain", "--level", strconv.Itoa(c.level),
-				"--patch", filepath.Join("testdata", "state", c.patch+".patch"))
-			out, err := cmd.CombinedOutput()
-			results[i] = built{out, err, time.Since(start).Seconds()}
-		}()
-	}
-	wg.Wait()
+	outs := buildPatches(ctx, t, livefixBuild, names, args)
 	files := map[string]string{"/bin/livefix": livefix}
 	for i, c := range stateCases {
-		r := results[i]
-		if r.err != nil {
-			t.Fatalf("%s: livefix-build kernel: %v\n%s", c.name, r.err, r.out)
-		}
-		t.Logf("%s built in %.1fs", c.name, r.secs)
 		data, err := os.ReadFile(filepath.Join(outDir, c.name+".json"))
 		if err != nil {
 			t.Fatal(err)
@@ -104,7 +86,7 @@ func TestStateCases(t *testing.T) {
 			}
 		}
 		if c.forced != "" {
-			out := string(r.out)
+			out := string(outs[i])
 			if len(m.ForceUnsafe) != 1 || !strings.Contains(m.ForceUnsafe[0], "kernel/extable.c: "+c.forced+": no fentry") {
 				t.Errorf("%s: manifest force_unsafe %q, want %s's override", c.name, m.ForceUnsafe, c.forced)
 			}
