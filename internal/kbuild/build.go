@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -118,11 +119,28 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 		absPatches[i] = a
 	}
 
-	unlock, err := tr.acquire(ctx, log)
-	if err != nil {
-		return nil, err
+	var incNames []string
+	for name := range tr.Includes {
+		if name != filepath.Base(name) || !strings.HasSuffix(name, ".h") {
+			return nil, fmt.Errorf("build objects: include %q: want a header file name", name)
+		}
+		incNames = append(incNames, filepath.Join("include", name))
 	}
-	defer unlock()
+	slices.Sort(incNames)
+
+	// The view holds the tree lock until releaseTree: the repair of a
+	// crashed in-place build, the stamp check and the header units need
+	// the shared tree as it is; compiling in a private view does not.
+	v, err := tr.openView(ctx, append(slices.Clone(touched), incNames...), log)
+	if err != nil {
+		return nil, fmt.Errorf("build objects: %w", err)
+	}
+	var results []buildTarget // removed from the shared tree by an in-place close
+	defer func() {
+		if cerr := v.close(results); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("build objects: %w", cerr))
+		}
+	}()
 	if err := tr.recover(log); err != nil {
 		return nil, err
 	}
@@ -157,6 +175,7 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 		}
 		asm = asmUnits
 	}
+	v.releaseTree()
 	if len(sources) == 0 && len(asm) == 0 {
 		return nil, fmt.Errorf("build objects: no translation unit of this kernel configuration includes %s, so the patches change no code of kernel %s: %w",
 			strings.Join(headers, ", "), tr.Target.Release, ErrNoUnits)
@@ -187,22 +206,21 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 		}
 		return ts
 	}
-	all := targets("orig", pairs)
-	defer tr.removeTargets(all)
+	results = targets("orig", pairs)
 
-	if err := tr.buildTargets(ctx, all, "orig", log); err != nil {
+	if err := tr.buildTargets(ctx, v, results, "orig", log); err != nil {
 		return nil, err
 	}
 	// kbuild's records of the pristine compile: the object each unit
 	// belongs to, and the headers it read. A unit there only for a
 	// header it turns out not to read is not compiled again.
-	deps := tr.loadRecords(unitDepsName)
+	read := map[string][]string{}
 	kept := pairs[:0]
 	for _, p := range pairs {
-		p.Object = tr.recordedObject(p.Source)
-		d, ok := tr.readDeps(p.Source)
+		p.Object = recordedObject(v.base(), p.Source)
+		d, ok := readDeps(v.base(), p.Source)
 		if ok {
-			deps.Deps[p.Source] = d
+			read[p.Source] = d
 		}
 		for _, h := range existing {
 			if slices.Contains(d, h) {
@@ -217,45 +235,30 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 	}
 	pairs = kept
 	for _, a := range asm {
-		if d, ok := tr.readDeps(a); ok {
-			deps.Deps[a] = d
+		if d, ok := readDeps(v.base(), a); ok {
+			read[a] = d
 		}
 	}
-	if err := tr.saveRecords(unitDepsName, deps); err != nil {
+	if err := v.withTree(ctx, log, func() error {
+		deps := tr.loadRecords(unitDepsName)
+		maps.Copy(deps.Deps, read)
+		return tr.saveRecords(unitDepsName, deps)
+	}); err != nil {
 		return nil, fmt.Errorf("build objects: save dependency records: %w", err)
 	}
 
-	// From here on the tree is modified; the marker written by
-	// saveAndMark lets anyone revert it, and the deferred revert does.
-	var incNames []string
-	for name := range tr.Includes {
-		if name != filepath.Base(name) || !strings.HasSuffix(name, ".h") {
-			return nil, fmt.Errorf("build objects: include %q: want a header file name", name)
-		}
-		incNames = append(incNames, filepath.Join("include", name))
-	}
-	slices.Sort(incNames)
-	if err := tr.saveAndMark(append(slices.Clone(touched), incNames...)); err != nil {
+	// From here on the tree this build sees is patched: its private
+	// view, or in place the shared tree, where the marker apply writes
+	// first lets anyone revert it, and the deferred close does.
+	if err := v.apply(ctx, absPatches, log); err != nil {
 		return nil, fmt.Errorf("build objects: %w", err)
 	}
-	defer func() {
-		if rerr := tr.revert(); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("build objects: %w", rerr))
-		}
-	}()
-	for _, p := range absPatches {
-		out, err := run(ctx, tr.Dir, "patch", "-p1", "--batch", "--forward", "--no-backup-if-mismatch", "--reject-file=-", "-i", p)
-		if err != nil {
-			return nil, fmt.Errorf("build objects: apply %s: %w:%s", p, err, tail(out, 10))
-		}
-		fmt.Fprintf(log, "kbuild: applied %s\n", p)
-	}
 	for _, rel := range incNames {
-		if err := os.WriteFile(filepath.Join(tr.Dir, rel), tr.Includes[filepath.Base(rel)], 0o644); err != nil {
+		if err := v.writeFile(rel, tr.Includes[filepath.Base(rel)]); err != nil {
 			return nil, fmt.Errorf("build objects: %w", err)
 		}
 	}
-	if err := tr.buildTargets(ctx, targets("patched", pairs), "patched", log); err != nil {
+	if err := tr.buildTargets(ctx, v, targets("patched", pairs), "patched", log); err != nil {
 		return nil, err
 	}
 	var changedAsm []string
@@ -312,8 +315,11 @@ type buildTarget struct {
 // buildTargets compiles targets with one make run, as many jobs as CPUs,
 // and copies each result to its dst. Progress goes to log and to the
 // tree's Progress writer.
-func (tr *Tree) buildTargets(ctx context.Context, targets []buildTarget, which string, log io.Writer) error {
-	tr.removeTargets(targets) // make must compile, not trust timestamps
+func (tr *Tree) buildTargets(ctx context.Context, v *view, targets []buildTarget, which string, log io.Writer) error {
+	// make must compile, not trust timestamps
+	if err := v.remove(ctx, targetFiles(targets)); err != nil {
+		return fmt.Errorf("compile (%s): %w", which, err)
+	}
 	args := []string{"-j" + strconv.Itoa(runtime.NumCPU()), "KCFLAGS=" + PatchCFLAGS}
 	var names []string
 	for _, t := range targets {
@@ -330,7 +336,7 @@ func (tr *Tree) buildTargets(ctx context.Context, targets []buildTarget, which s
 		}
 		tee = &progressWriter{out: out, which: which, total: len(targets), start: start, last: start}
 	}
-	out, err := runTee(ctx, tr.Dir, tee, "make", args...)
+	out, err := v.run(ctx, tee, "make", args...)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("compile %s (%s): %w", summarize(names), which, ctx.Err())
@@ -338,7 +344,7 @@ func (tr *Tree) buildTargets(ctx context.Context, targets []buildTarget, which s
 		return fmt.Errorf("compile %s (%s) failed:%s", summarize(names), which, compileErrors(out))
 	}
 	for _, t := range targets {
-		obj := filepath.Join(tr.Dir, t.make)
+		obj := v.path(t.make)
 		if _, err := os.Stat(obj); err != nil {
 			return fmt.Errorf("compile %s (%s): make made no object; is it built into this kernel (see its Makefile and the .config)?%s",
 				t.src, which, tail(out, 6))
@@ -359,14 +365,22 @@ func summarize(names []string) string {
 	return fmt.Sprintf("%s and %d more", strings.Join(names[:4], ", "), len(names)-4)
 }
 
-// removeTargets deletes the tree's results and kbuild records for
-// targets, so that neither a stale pristine object nor a patched one
-// survives in the shared tree.
-func (tr *Tree) removeTargets(targets []buildTarget) {
+// targetFiles are the results and kbuild records of targets, relative
+// to the tree.
+func targetFiles(targets []buildTarget) []string {
+	var files []string
 	for _, t := range targets {
-		p := filepath.Join(tr.Dir, t.make)
-		_ = os.Remove(p)
-		_ = os.Remove(filepath.Join(filepath.Dir(p), "."+filepath.Base(p)+".cmd"))
+		files = append(files, t.make, filepath.Join(filepath.Dir(t.make), "."+filepath.Base(t.make)+".cmd"))
+	}
+	return files
+}
+
+// removeTargets deletes the shared tree's results and kbuild records for
+// targets, so that neither a stale pristine object nor a patched one
+// survives there after an in-place build.
+func (tr *Tree) removeTargets(targets []buildTarget) {
+	for _, f := range targetFiles(targets) {
+		_ = os.Remove(filepath.Join(tr.Dir, f))
 	}
 }
 

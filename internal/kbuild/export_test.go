@@ -2,6 +2,7 @@ package kbuild
 
 import (
 	"context"
+	"errors"
 	"io"
 )
 
@@ -24,16 +25,16 @@ func (tr *Tree) HeaderUnits(ctx context.Context, headers []string, log io.Writer
 // BuildPair compiles one side: one make run, as many jobs as CPUs. It is
 // the compile floor the header benchmark compares against.
 func (tr *Tree) CompileUnits(ctx context.Context, units []string, outDir string) error {
-	unlock, err := tr.acquire(ctx, io.Discard)
+	v, err := tr.openView(ctx, nil, io.Discard)
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	v.releaseTree()
 	var ts []buildTarget
 	for _, u := range units {
 		obj := u[:len(u)-len(".c")] + ".o"
 		ts = append(ts, buildTarget{src: u, make: obj, dst: outDir + "/" + obj})
 	}
-	defer tr.removeTargets(ts)
-	return tr.buildTargets(ctx, ts, "floor", io.Discard)
+	err = tr.buildTargets(ctx, v, ts, "floor", io.Discard)
+	return errors.Join(err, v.close(ts))
 }

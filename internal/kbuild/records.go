@@ -199,12 +199,13 @@ func (tr *Tree) builtUnits(ctx context.Context, units []string) ([]string, error
 }
 
 // readDeps returns the headers a compiled unit read, from the deps_ list
-// kbuild's fixdep wrote into the unit's .o.cmd file ($(wildcard ...)
-// entries for config options left out); false without a record.
-func (tr *Tree) readDeps(unit string) ([]string, bool) {
+// kbuild's fixdep wrote into the unit's .o.cmd file below the build's
+// output directory out ($(wildcard ...) entries for config options left
+// out); false without a record.
+func readDeps(out, unit string) ([]string, bool) {
 	dir, base := path.Split(unit)
 	obj := strings.TrimSuffix(strings.TrimSuffix(base, ".c"), ".S") + ".o"
-	data, err := os.ReadFile(filepath.Join(tr.Dir, dir, "."+obj+".cmd"))
+	data, err := os.ReadFile(filepath.Join(out, dir, "."+obj+".cmd"))
 	if err != nil {
 		return nil, false
 	}

@@ -45,8 +45,34 @@ func run(ctx context.Context, dir string, name string, args ...string) ([]byte, 
 // runTee is run that also copies the command's output to tee (when not
 // nil) as it comes.
 func runTee(ctx context.Context, dir string, tee io.Writer, name string, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = dir
+	return runCmd(ctx, command{dir: dir, tee: tee, name: name, args: args})
+}
+
+// command is one program runCmd starts.
+type command struct {
+	dir  string
+	tee  io.Writer
+	name string // the program
+	args []string
+	// label names the command in errors when it is not name (a wrapper
+	// runs the real program).
+	label string
+	// newMountNS starts the command in a mount namespace of its own
+	// (private propagation), whose mounts die with its last process.
+	newMountNS bool
+	// extra are inherited as file descriptors 3 and up.
+	extra []*os.File
+}
+
+func runCmd(ctx context.Context, c command) ([]byte, error) {
+	name := c.name
+	if c.label != "" {
+		name = c.label
+	}
+	cmd := exec.CommandContext(ctx, c.name, c.args...)
+	cmd.Dir = c.dir
+	cmd.ExtraFiles = c.extra
+	tee := c.tee
 	cmd.Env = makeEnv()
 	var out bytes.Buffer
 	var w io.Writer = &out
@@ -60,6 +86,10 @@ func runTee(ctx context.Context, dir string, tee io.Writer, name string, args ..
 	// compilers then finish on their own) instead of building on in a tree
 	// whose next user restores the sources.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if c.newMountNS {
+		// Go makes / recursively private in the child before exec.
+		cmd.SysProcAttr.Unshareflags = syscall.CLONE_NEWNS
+	}
 	cmd.Cancel = func() error {
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}

@@ -41,9 +41,15 @@ type Tree struct {
 	// BuildPair compiles many units.
 	Progress io.Writer
 
-	root  string // CacheDir()/kernel/RELEASE-HASH: Dir, stamps, marker, backups
-	lock  string // lock file serialising every user of root
-	stamp string // expected contents of the "prepared" stamp
+	root string // CacheDir()/kernel/RELEASE-HASH: Dir, stamps, marker, backups, builds
+	lock string // lock file serialising the short steps on root
+	// usersLock is shared by the builds reading Dir through private
+	// views and exclusive for changing Dir in place.
+	usersLock string
+	stamp     string // expected contents of the "prepared" stamp
+	// mountProgram replaces mount(8) for private views (tests make the
+	// overlay mount fail with it).
+	mountProgram string
 }
 
 // Paths inside Tree.root.
@@ -91,6 +97,8 @@ func Prepare(ctx context.Context, t Target, log io.Writer) (*Tree, error) {
 		Target: t,
 		root:   filepath.Join(kernelDir, name),
 		lock:   filepath.Join(kernelDir, name+".lock"),
+		// The lock files live beside root, which Prepare may remove.
+		usersLock: filepath.Join(kernelDir, name+".users"),
 	}
 	tr.Dir = filepath.Join(tr.root, srcName)
 	source := fmt.Sprintf("source=%s\nsource-size=%d\nsource-mtime=%d\n", t.Source, srcInfo.Size(), srcInfo.ModTime().UnixNano())
@@ -105,6 +113,13 @@ func Prepare(ctx context.Context, t Target, log io.Writer) (*Tree, error) {
 		fmt.Fprintf(log, "kbuild: using prepared tree %s\n", tr.Dir)
 		return tr, nil
 	}
+	// Repairing or redoing the tree changes its sources: no build may be
+	// reading them through a private view meanwhile.
+	unlockUsers, err := tr.acquireUsers(ctx, true, log)
+	if err != nil {
+		return nil, err
+	}
+	defer unlockUsers()
 	unlock, err := tr.acquire(ctx, log)
 	if err != nil {
 		return nil, err
@@ -218,30 +233,53 @@ func localConfig(config []byte) []byte {
 }
 
 // acquire takes the tree's exclusive lock, waiting for other holders
-// while ctx allows. It waits in the kernel (a blocking flock), so that it
-// gets the lock as soon as the holder releases it rather than at its next
-// poll.
+// while ctx allows. It serialises every short step on the shared tree and
+// its caches: Prepare, the repair of a crashed build, finding a header's
+// units, cache updates, and whole in-place builds.
 func (tr *Tree) acquire(ctx context.Context, log io.Writer) (func(), error) {
-	f, err := os.OpenFile(tr.lock, os.O_RDWR|os.O_CREATE, 0o644)
+	return lockFile(ctx, tr.lock, syscall.LOCK_EX, log, "kbuild: waiting for another livefix build using "+tr.root)
+}
+
+// acquireUsers takes the tree's users lock: shared by every build that
+// reads the tree through a private view for as long as it builds,
+// exclusive for whoever changes the sources in place (Prepare redoing the
+// tree, an in-place BuildPair). It is always taken before the tree lock.
+func (tr *Tree) acquireUsers(ctx context.Context, exclusive bool, log io.Writer) (func(), error) {
+	how := syscall.LOCK_SH
+	msg := "kbuild: waiting for a livefix build that changes " + tr.Dir + " in place"
+	if exclusive {
+		how = syscall.LOCK_EX
+		msg = "kbuild: waiting for the livefix builds reading " + tr.Dir + " to finish"
+	}
+	return lockFile(ctx, tr.usersLock, how, log, msg)
+}
+
+// lockFile takes a flock (how: LOCK_EX or LOCK_SH) on path, waiting for
+// other holders while ctx allows; wait is logged when it has to. It waits
+// in the kernel (a blocking flock), so that it gets the lock as soon as
+// the holder releases it rather than at its next poll. The returned
+// function releases it.
+func lockFile(ctx context.Context, path string, how int, log io.Writer, wait string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("lock kernel tree: %w", err)
 	}
-	err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	err = syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
 	if err == nil {
 		return func() { _ = f.Close() }, nil // closing releases the lock
 	}
 	if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
 		_ = f.Close()
-		return nil, fmt.Errorf("lock kernel tree %s: %w", tr.lock, err)
+		return nil, fmt.Errorf("lock kernel tree %s: %w", path, err)
 	}
-	fmt.Fprintf(log, "kbuild: waiting for another livefix build using %s\n", tr.root)
+	fmt.Fprintln(log, wait)
 	got := make(chan error, 1)
 	var mu sync.Mutex
 	abandoned := false
 	go func() {
 		var err error
 		for {
-			err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+			err = syscall.Flock(int(f.Fd()), how)
 			if !errors.Is(err, syscall.EINTR) {
 				break
 			}
@@ -258,7 +296,7 @@ func (tr *Tree) acquire(ctx context.Context, log io.Writer) (func(), error) {
 	case err := <-got:
 		if err != nil {
 			_ = f.Close()
-			return nil, fmt.Errorf("lock kernel tree %s: %w", tr.lock, err)
+			return nil, fmt.Errorf("lock kernel tree %s: %w", path, err)
 		}
 		return func() { _ = f.Close() }, nil
 	case <-ctx.Done():
@@ -279,10 +317,18 @@ func stampIs(path, want string) bool {
 	return err == nil && string(b) == want
 }
 
+// writeFileAtomic replaces path with data through a temporary file of a
+// name of its own, so that concurrent writers of one cache file cannot
+// mix their contents: the last rename wins.
 func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		_ = os.Remove(tmp)
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	_, err = f.Write(data)

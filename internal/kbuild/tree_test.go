@@ -17,14 +17,24 @@ import (
 
 // A fake kernel source: its Makefile records olddefconfig and prepare, and
 // compiles %.o from %.c with KCFLAGS, which is all Prepare and BuildPair
-// rely on. A source containing SLOW makes the compile hang.
+// rely on. A source containing SLOW makes the compile hang, NAP makes it
+// sleep a few seconds; both first create a file saying so in
+// $LIVEFIX_TEST_MEET. A source containing MEETx creates MEETx there and
+// waits until another compile has created its MEETy: it fails unless two
+// builds compile at once.
 var fakeKernel = map[string]string{
 	"Makefile": `olddefconfig:
 	@echo olddefconfig >> calls
 prepare:
 	@echo prepare >> calls
 %.o: %.c
-	@if grep -q SLOW $<; then sleep 60; fi
+	@if grep -q SLOW $<; then touch $(LIVEFIX_TEST_MEET)/slow-started; sleep 60; fi
+	@if grep -q NAP $<; then touch $(LIVEFIX_TEST_MEET)/nap-started; sleep 8; fi
+	@if grep -q MEET $<; then \
+		touch $(LIVEFIX_TEST_MEET)/$$(grep -o 'MEET[a-z]*' $< | head -1); i=0; \
+		while [ $$(ls $(LIVEFIX_TEST_MEET) | grep -c '^MEET') -lt 2 ]; do \
+			i=$$((i+1)); if [ $$i -gt 600 ]; then echo "error: no other build compiled meanwhile" >&2; exit 1; fi; sleep 0.1; \
+		done; fi
 	gcc $(KCFLAGS) -c -o $@ $<
 `,
 	"fs/a.c": "int a(void) { return 1; }\n",
@@ -44,6 +54,10 @@ func fakeTarget(t *testing.T) Target {
 	}
 	dir := t.TempDir()
 	t.Setenv("LIVEFIX_CACHE", filepath.Join(dir, "cache"))
+	t.Setenv("LIVEFIX_TEST_MEET", filepath.Join(dir, "meet"))
+	if err := os.Mkdir(filepath.Join(dir, "meet"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for name, body := range fakeKernel {

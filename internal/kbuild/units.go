@@ -77,11 +77,12 @@ func mentionsWord(mk []byte, word string) bool {
 var modnameRE = regexp.MustCompile(`-DKBUILD_MODNAME='"([A-Za-z0-9_-]+)"'`)
 
 // recordedObject reads the command kbuild recorded for a unit's object
-// (DIR/.FILE.o.cmd) and returns "vmlinux" for a built-in object, the
-// module name for one compiled with -DMODULE, or "" without a record.
-func (tr *Tree) recordedObject(rel string) string {
+// (DIR/.FILE.o.cmd below the build's output directory out) and returns
+// "vmlinux" for a built-in object, the module name for one compiled with
+// -DMODULE, or "" without a record.
+func recordedObject(out, rel string) string {
 	dir, base := filepath.Split(rel)
-	data, err := os.ReadFile(filepath.Join(tr.Dir, dir, "."+strings.TrimSuffix(base, ".c")+".o.cmd"))
+	data, err := os.ReadFile(filepath.Join(out, dir, "."+strings.TrimSuffix(base, ".c")+".o.cmd"))
 	if err != nil {
 		return ""
 	}

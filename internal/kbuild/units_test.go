@@ -62,7 +62,7 @@ func TestRecordedObject(t *testing.T) {
 		"net/x-y.c":                 "x_y",
 		"fs/none.c":                 "",
 	} {
-		if got := tr.recordedObject(src); got != want {
+		if got := recordedObject(tr.Dir, src); got != want {
 			t.Errorf("recordedObject(%s) = %q, want %q", src, got, want)
 		}
 	}
