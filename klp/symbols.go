@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/livefix/livefix/buildid"
@@ -212,6 +213,13 @@ func VmlinuxSymbols(ctx context.Context, t kbuild.Target, buildID []byte, log io
 		}
 	}
 	if data == nil {
+		// Builds running at once would each boot a VM for the same
+		// listing: one boots, the others wait for its cache file.
+		unlock := lockCache(cache)
+		defer unlock()
+		if data, err := os.ReadFile(cache); err == nil {
+			return ParseKallsyms(bytes.NewReader(data))
+		}
 		fmt.Fprintf(log, "klp: %s has no symbols; booting kernel %s in qemu once to read /proc/kallsyms (cached afterwards)\n", t.SystemMap, t.Release)
 		d, err := bootKallsyms(ctx, t)
 		if err != nil {
@@ -233,6 +241,26 @@ func VmlinuxSymbols(ctx context.Context, t kbuild.Target, buildID []byte, log io
 		}
 	}
 	return syms, nil
+}
+
+// lockCache takes an exclusive flock on cache.lock, waiting for another
+// process filling the same cache entry; without a lock file (an
+// unwritable cache) it returns at once. The result releases it.
+func lockCache(cache string) func() {
+	if err := os.MkdirAll(filepath.Dir(cache), 0o755); err != nil {
+		return func() {}
+	}
+	f, err := os.OpenFile(cache+".lock", os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return func() {}
+	}
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
+	return func() { _ = f.Close() }
 }
 
 const kallsymsMarker = "LIVEFIX-KALLSYMS:"
