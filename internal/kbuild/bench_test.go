@@ -67,3 +67,68 @@ func BenchmarkHeaderPatch(b *testing.B) {
 	b.ReportMetric(floor.Seconds()/n, "floor-s/op")
 	b.ReportMetric(build.Seconds()/floor.Seconds(), "build/floor")
 }
+
+// twoPatches change two separate units (fs/proc/cmdline.c and
+// fs/proc/meminfo.c): two unrelated fixes built by two users at once.
+var twoPatches = []string{
+	filepath.Join("..", "..", "e2e", "kernel", "testdata", "patches", "01-cmdline-string.patch"),
+	filepath.Join("..", "..", "e2e", "kernel", "testdata", "patches", "02-meminfo-inlined-helper.patch"),
+}
+
+// BenchmarkParallelBuilds measures two separate BuildPair runs on the
+// shared tree started at once against the same two one after the other,
+// in the same iteration: with private views the second compiles while
+// the first does (par/seq near 0.5 on two idle cores); in place
+// (LIVEFIX_PRIVATE_TREE=0, measured too) they queue on the tree lock
+// (inplace/seq near 1). The metrics are seconds per pair of builds and
+// the ratios.
+func BenchmarkParallelBuilds(b *testing.B) {
+	tgt := kerneltest.RequireTarget(b)
+	ctx := context.Background()
+	tr, err := kbuild.Prepare(ctx, tgt, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	build := func(p string) error {
+		_, err := tr.BuildPair(ctx, []string{p}, b.TempDir(), nil)
+		return err
+	}
+	atOnce := func() time.Duration {
+		t0 := time.Now()
+		errs := make(chan error, len(twoPatches))
+		for _, p := range twoPatches {
+			go func() { errs <- build(p) }()
+		}
+		for range twoPatches {
+			if err := <-errs; err != nil {
+				b.Fatal(err)
+			}
+		}
+		return time.Since(t0)
+	}
+	if err := build(twoPatches[0]); err != nil { // warm the page cache and kbuild's prerequisites
+		b.Fatal(err)
+	}
+	var seq, par, inPlace time.Duration
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		for _, p := range twoPatches {
+			if err := build(p); err != nil {
+				b.Fatal(err)
+			}
+		}
+		seq += time.Since(t0)
+		par += atOnce()
+		b.Setenv("LIVEFIX_PRIVATE_TREE", "0")
+		inPlace += atOnce()
+		b.Setenv("LIVEFIX_PRIVATE_TREE", "")
+	}
+	b.StopTimer()
+	n := float64(b.N)
+	b.ReportMetric(seq.Seconds()/n, "seq-s/op")
+	b.ReportMetric(par.Seconds()/n, "par-s/op")
+	b.ReportMetric(inPlace.Seconds()/n, "inplace-s/op")
+	b.ReportMetric(par.Seconds()/seq.Seconds(), "par/seq")
+	b.ReportMetric(inPlace.Seconds()/seq.Seconds(), "inplace/seq")
+}
