@@ -11,9 +11,14 @@
 // -fdata-sections so that the diff engine can compare function by function.
 //
 // The cached tree is shared by every caller on the machine, including test
-// binaries running in parallel, so all work on it happens under an
-// exclusive flock, and a patch applied to it is always reverted: the
-// pristine copies of the touched files are saved and recorded in a marker
-// before the patch is applied, and a later Prepare or BuildPair restores
-// them if a crash left the marker behind.
+// binaries running in parallel, and is never patched under them: each
+// BuildPair works in a private overlayfs view of it (view.go), mounted in
+// a private mount namespace of each command it runs, so separate builds
+// compile at once and only short steps (Prepare, repairs, cache updates)
+// take the tree's exclusive flock. Where overlayfs cannot be mounted a
+// build falls back to patching the tree in place under the lock for its
+// whole length; a patch applied that way is always reverted: the pristine
+// copies of the touched files are saved and recorded in a marker before
+// the patch is applied, and a later Prepare or BuildPair restores them if
+// a crash left the marker behind.
 package kbuild
