@@ -9,8 +9,9 @@ import (
 )
 
 // buildPatches runs one `livefix-build kernel ARGS...` per entry of args
-// at once (the builds queue for the shared kernel tree in turn, and
-// everything around the compiles overlaps), then fails the test on the
+// at once (each compiles in its own private view of the shared kernel
+// tree, so the compiles overlap too, not only the steps around them;
+// internal/kbuild's view.go), then fails the test on the
 // first one that failed, naming it with its output, and logs how long
 // each took. names label the builds in that order; it returns each
 // build's combined output.

@@ -17,7 +17,9 @@ import (
 // TestHeaderUnitsDebian finds the includers of real headers of the Debian
 // tree: fs/proc/internal.h is read by the procfs units this .config
 // builds (not task_nommu.c, which needs CONFIG_MMU=n) and by
-// fs/proc_namespace.c; include/linux/kernel.h is refused with its count.
+// fs/proc_namespace.c; include/linux/drbd_genl.h, reached only through
+// an #include of a macro, by drbd_nl.c; include/linux/kernel.h is refused
+// with its count.
 func TestHeaderUnitsDebian(t *testing.T) {
 	tgt := kerneltest.RequireTarget(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
@@ -44,6 +46,17 @@ func TestHeaderUnitsDebian(t *testing.T) {
 	}
 	if len(units) < 20 || len(units) > 50 || len(asm) != 0 {
 		t.Errorf("%d C units and %d assembly units; want 20-50 and none", len(units), len(asm))
+	}
+
+	// include/linux/drbd_genl.h is read only through a macro: drbd_genl_api.h
+	// defines GENL_MAGIC_INCLUDE_FILE to it, and genl_magic_func.h
+	// #includes GENL_MAGIC_INCLUDE_FILE.
+	units, _, err = tr.HeaderUnits(ctx, []string{"include/linux/drbd_genl.h"}, logWriter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(units, "drivers/block/drbd/drbd_nl.c") {
+		t.Errorf("include/linux/drbd_genl.h: units %v lack drivers/block/drbd/drbd_nl.c (reached through #include GENL_MAGIC_INCLUDE_FILE)", units)
 	}
 
 	tr.MaxHeaderUnits = 100

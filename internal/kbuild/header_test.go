@@ -17,14 +17,38 @@ func TestIncludeDirectives(t *testing.T) {
 		"#include_next <asm/x.h>\n" + // not an #include
 		"#define X 1\n" +
 		"#include MACRO_NAME\n" +
+		"#include TRACE_INCLUDE(TRACE_INCLUDE_FILE)\n" + // function-like: not followed
 		"#include <unterminated\n" +
 		"\t#include \"../sub/y.h\"\n" +
-		"// #include <commented.h> is not a directive\n"
+		"// #include <commented.h> is not a directive\n" +
+		"#define MAGIC_FILE <linux/magic_genl.h>\n" +
+		"# define LOCAL \"local.h\" /* comment */\n" +
+		"#define NOT_A_HEADER \"text\"\n" +
+		"#define FUNC(x) <linux/f.h>\n" +
+		"#defineX <linux/g.h>\n"
 	got := includeDirectives([]byte(src))
-	want := []string{"<linux/fs.h", `"internal.h`, `"../sub/y.h`}
+	want := []string{"<linux/fs.h", `"internal.h`, "=MACRO_NAME", `"../sub/y.h`, "+MAGIC_FILE<linux/magic_genl.h", `+LOCAL"local.h`}
 	if !slices.Equal(got, want) {
 		t.Fatalf("got %q, want %q", got, want)
 	}
+}
+
+// FuzzIncludeDirectives: any file of a source tree (which a patch may
+// make arbitrary) is scanned without panicking, and every entry is one
+// of the four documented forms with a non-empty name.
+func FuzzIncludeDirectives(f *testing.F) {
+	f.Add([]byte("#include <a.h>\n#include M\n#define M \"b.h\"\n"))
+	f.Add([]byte("#define\n#include\n# define X\n#include X(\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, e := range includeDirectives(data) {
+			switch {
+			case len(e) >= 2 && (e[0] == '"' || e[0] == '<' || e[0] == '='):
+			case len(e) >= 4 && e[0] == '+' && strings.IndexAny(e, "\"<") > 1 && strings.HasSuffix(e, ".h"):
+			default:
+				t.Fatalf("entry %q of %q", e, data)
+			}
+		}
+	})
 }
 
 // tree writes files (path -> content) under a temporary directory.
@@ -63,6 +87,12 @@ func TestIncluders(t *testing.T) {
 		"Documentation/example.c":   "#include <linux/b.h>\n",
 		"arch/x86/include/asm/as.h": "#include <linux/b.h>\n",
 		"kernel/k.c":                "#include <asm/as.h>\n",
+		// drbd's pattern: a .c file names the header in a macro and
+		// includes a header that #includes the macro.
+		"include/linux/magic_func.h": "#include MAGIC_FILE\n",
+		"include/linux/magic_genl.h": "",
+		"drivers/m/m.c":              "#define MAGIC_FILE <linux/magic_genl.h>\n#include <linux/magic_func.h>\n",
+		"drivers/m/n.c":              "#define UNUSED_MACRO <linux/b.h>\n", // never #included: no include of b.h
 	})
 	ix, err := scanIncludes(t.Context(), dir)
 	if err != nil {
@@ -76,6 +106,7 @@ func TestIncluders(t *testing.T) {
 		{"include/uapi/linux/c.h", []string{"fs/x/three.c"}},
 		{"fs/x/internal.h", []string{"fs/x/one.c"}},
 		{"fs/y/internal.h", []string{"fs/y/other.c"}},
+		{"include/linux/magic_genl.h", []string{"drivers/m/m.c"}},
 	}
 	for _, tt := range tests {
 		got := ix.includers([]string{tt.header})

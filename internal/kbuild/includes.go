@@ -19,7 +19,7 @@ import (
 
 // includeIndexVersion changes whenever the index file's format or the
 // scan changes, so that indexes written by an older livefix are redone.
-const includeIndexVersion = "1"
+const includeIndexVersion = "2"
 
 const includeIndexName = "include-index" // in Tree.root
 
@@ -28,8 +28,20 @@ const includeIndexName = "include-index" // in Tree.root
 // It over-approximates what the compiler reads (an #include inside an
 // #if that is false still counts), which is what it is for: choosing the
 // candidates whose dependency records kbuild then gives exactly.
+//
+// An #include of a macro (drbd's #include GENL_MAGIC_INCLUDE_FILE) is
+// followed through the tree's #define lines that give such a macro a
+// header name: the file with the #define counts as including that header
+// (it defines the macro and then includes the file that expands it). A
+// function-like macro (#include TRACE_INCLUDE(TRACE_INCLUDE_FILE) of the
+// trace headers) is not followed: the header it names includes
+// <trace/define_trace.h> itself and is included by name by its users.
 type includeIndex struct {
-	files map[string][]string // file -> included names, `"name` or `<name`
+	// files maps a file to its entries: `"name` or `<name` for the
+	// names it #includes, `=MACRO` for an #include of a macro, and
+	// `+MACRO"name` or `+MACRO<name` for a #define of a macro to a
+	// header name.
+	files map[string][]string
 }
 
 // skipTopDirs are top-level directories that hold no x86 kernel unit.
@@ -150,7 +162,9 @@ func scanIncludes(ctx context.Context, dir string) (*includeIndex, error) {
 }
 
 // includeDirectives returns the names a C file #includes: `"name` for
-// #include "name", `<name` for #include <name>.
+// #include "name", `<name` for #include <name>, `=MACRO` for #include
+// MACRO; and `+MACRO"name` or `+MACRO<name` for #define MACRO "name" or
+// <name> when name ends in .h.
 func includeDirectives(data []byte) []string {
 	var out []string
 	sc := bufio.NewScanner(bytes.NewReader(data))
@@ -161,10 +175,27 @@ func includeDirectives(data []byte) []string {
 			continue
 		}
 		l = bytes.TrimLeft(l[1:], " \t")
-		if !bytes.HasPrefix(l, []byte("include")) {
+		prefix := ""
+		switch {
+		case bytes.HasPrefix(l, []byte("include")) && (len(l) == len("include") || !isIdentByte(l[len("include")])):
+			l = bytes.TrimLeft(l[len("include"):], " \t")
+			if name := macroName(l); name != "" {
+				if len(name) == len(bytes.TrimRight(l, " \t\r")) || !isIdentByte(l[len(name)]) && l[len(name)] != '(' {
+					out = append(out, "="+name)
+				}
+				continue
+			}
+		case bytes.HasPrefix(l, []byte("define")) && len(l) > len("define") && (l[len("define")] == ' ' || l[len("define")] == '\t'):
+			l = bytes.TrimLeft(l[len("define"):], " \t")
+			name := macroName(l)
+			if name == "" || len(name) == len(l) || (l[len(name)] != ' ' && l[len(name)] != '\t') {
+				continue // not an object-like macro with a value
+			}
+			prefix = "+" + name
+			l = bytes.TrimLeft(l[len(name):], " \t")
+		default:
 			continue
 		}
-		l = bytes.TrimLeft(l[len("include"):], " \t")
 		if len(l) < 2 {
 			continue
 		}
@@ -175,15 +206,32 @@ func includeDirectives(data []byte) []string {
 		case '<':
 			end = '>'
 		default:
-			continue // a macro name: cannot be followed here
+			continue
 		}
 		i := bytes.IndexByte(l[1:], end)
 		if i <= 0 {
 			continue
 		}
-		out = append(out, string(l[0])+string(l[1:1+i]))
+		name := string(l[1 : 1+i])
+		if prefix != "" && !strings.HasSuffix(name, ".h") {
+			continue
+		}
+		out = append(out, prefix+string(l[0])+name)
 	}
 	return out
+}
+
+// macroName returns the identifier l starts with, or "".
+func macroName(l []byte) string {
+	i := 0
+	for i < len(l) && isIdentByte(l[i]) && !(i == 0 && l[i] >= '0' && l[i] <= '9') {
+		i++
+	}
+	return string(l[:i])
+}
+
+func isIdentByte(c byte) bool {
+	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
 // includeRoots are the -I directories of every x86 kernel unit, in
@@ -236,9 +284,29 @@ func (ix *includeIndex) includers(headers []string) []string {
 			bySuffix[b] = append(bySuffix[b], f)
 		}
 	}
+	included := map[string]bool{} // macros some file #includes
+	for _, incs := range ix.files {
+		for _, inc := range incs {
+			if inc[0] == '=' {
+				included[inc[1:]] = true
+			}
+		}
+	}
 	rev := map[string][]string{} // file -> files including it
 	for f, incs := range ix.files {
 		for _, inc := range incs {
+			switch inc[0] {
+			case '=':
+				continue
+			case '+':
+				// #define MACRO "name": an include of name by f
+				// when some file #includes MACRO.
+				i := strings.IndexAny(inc, "\"<")
+				if i < 0 || !included[inc[1:i]] {
+					continue
+				}
+				inc = inc[i:]
+			}
 			for _, p := range ix.resolve(f, inc, bySuffix) {
 				rev[p] = append(rev[p], f)
 			}
