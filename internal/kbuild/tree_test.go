@@ -29,7 +29,7 @@ prepare:
 	@echo prepare >> calls
 %.o: %.c
 	@if grep -q SLOW $<; then touch $(LIVEFIX_TEST_MEET)/slow-started; sleep 60; fi
-	@if grep -q NAP $<; then touch $(LIVEFIX_TEST_MEET)/nap-started; sleep 8; fi
+	@if grep -q NAP $<; then touch $(LIVEFIX_TEST_MEET)/nap-started; sleep 4; fi
 	@if grep -q MEET $<; then \
 		touch $(LIVEFIX_TEST_MEET)/$$(grep -o 'MEET[a-z]*' $< | head -1); i=0; \
 		while [ $$(ls $(LIVEFIX_TEST_MEET) | grep -c '^MEET') -lt 2 ]; do \

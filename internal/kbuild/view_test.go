@@ -224,7 +224,7 @@ func TestKilledBuildIsCleanedUp(t *testing.T) {
 	if id == "" {
 		t.Fatalf("no private view left by the killed build: %v", entries)
 	}
-	// The NAP compile sleeps on (8 s) and holds the view's lock: a
+	// The NAP compile sleeps on (4 s) and holds the view's lock: a
 	// cleaner must leave the view alone.
 	tr.cleanBuilds(logWriter{t})
 	if _, err := os.Stat(filepath.Join(builds, id)); err != nil {
