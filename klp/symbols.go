@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/livefix/livefix/buildid"
@@ -212,6 +213,16 @@ func VmlinuxSymbols(ctx context.Context, t kbuild.Target, buildID []byte, log io
 		}
 	}
 	if data == nil {
+		// One boot per machine: builds started together (a fresh
+		// machine, a test suite) wait for the first one's listing.
+		unlock, err := lockFile(ctx, cache+".lock")
+		if err != nil {
+			return nil, fmt.Errorf("vmlinux symbols: %w", err)
+		}
+		defer unlock()
+		if d, err := os.ReadFile(cache); err == nil {
+			return ParseKallsyms(bytes.NewReader(d))
+		}
 		fmt.Fprintf(log, "klp: %s has no symbols; booting kernel %s in qemu once to read /proc/kallsyms (cached afterwards)\n", t.SystemMap, t.Release)
 		d, err := bootKallsyms(ctx, t)
 		if err != nil {
@@ -233,6 +244,35 @@ func VmlinuxSymbols(ctx context.Context, t kbuild.Target, buildID []byte, log io
 		}
 	}
 	return syms, nil
+}
+
+// lockFile takes an exclusive flock on path (created, with its
+// directory, if missing), waiting until ctx ends; the returned function
+// releases it.
+func lockFile(ctx context.Context, path string) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { _ = f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			_ = f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			_ = f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 const kallsymsMarker = "LIVEFIX-KALLSYMS:"
