@@ -47,6 +47,10 @@ const PatchCFLAGS = "-ffunction-sections -fdata-sections"
 // too, and a crash while they are applied is repaired by the next Prepare
 // or BuildPair.
 //
+// The tree's BasePatches are applied first, before the pristine build, so
+// both sides carry them; they are reverted with the patches (the
+// crash-recovery marker covers their files too).
+//
 // A changed header is followed to every translation unit of this kernel
 // configuration that reads it (see headerUnits): they are all compiled,
 // in one make run per side with as many jobs as CPUs, and returned as
@@ -117,6 +121,37 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 		}
 		absPatches[i] = a
 	}
+	// Base patches: changes both sides share, applied before the pristine
+	// build. Their files are saved and reverted like the patches' own.
+	var baseTouched, absBase []string
+	for _, p := range tr.BasePatches {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("build objects: base patch: %w", err)
+		}
+		files, err := TouchedFiles(data)
+		if err != nil {
+			return nil, fmt.Errorf("build objects: base patch %s: %w", p, err)
+		}
+		for _, f := range files {
+			if !slices.Contains(baseTouched, f) && !seen[f] {
+				baseTouched = append(baseTouched, f)
+			}
+		}
+		a, err := filepath.Abs(p)
+		if err != nil {
+			return nil, fmt.Errorf("build objects: %w", err)
+		}
+		absBase = append(absBase, a)
+	}
+	var incNames []string
+	for name := range tr.Includes {
+		if name != filepath.Base(name) || !strings.HasSuffix(name, ".h") {
+			return nil, fmt.Errorf("build objects: include %q: want a header file name", name)
+		}
+		incNames = append(incNames, filepath.Join("include", name))
+	}
+	slices.Sort(incNames)
 
 	unlock, err := tr.acquire(ctx, log)
 	if err != nil {
@@ -128,6 +163,23 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 	}
 	if !stampIs(filepath.Join(tr.root, preparedName), tr.stamp) {
 		return nil, fmt.Errorf("build objects: kernel tree %s is not prepared (was it removed?); call Prepare again", tr.Dir)
+	}
+	// From here on the tree may be modified; the marker written by
+	// saveAndMark lets anyone revert it, and the deferred revert does.
+	marked := slices.Concat(touched, baseTouched, incNames)
+	if err := tr.saveAndMark(marked); err != nil {
+		return nil, fmt.Errorf("build objects: %w", err)
+	}
+	defer func() {
+		if rerr := tr.revert(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("build objects: %w", rerr))
+		}
+	}()
+	for _, p := range absBase {
+		if err := tr.applyPatch(ctx, p); err != nil {
+			return nil, fmt.Errorf("build objects: base patch: %w", err)
+		}
+		fmt.Fprintf(log, "kbuild: applied base patch %s\n", p)
 	}
 	for _, s := range sources {
 		if _, err := os.Stat(filepath.Join(tr.Dir, s)); err != nil {
@@ -221,32 +273,17 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 			deps.Deps[a] = d
 		}
 	}
-	if err := tr.saveRecords(unitDepsName, deps); err != nil {
-		return nil, fmt.Errorf("build objects: save dependency records: %w", err)
+	// Records of a base-patched tree describe that tree, not the
+	// packaged one the cache keeps them for.
+	if len(absBase) == 0 {
+		if err := tr.saveRecords(unitDepsName, deps); err != nil {
+			return nil, fmt.Errorf("build objects: save dependency records: %w", err)
+		}
 	}
 
-	// From here on the tree is modified; the marker written by
-	// saveAndMark lets anyone revert it, and the deferred revert does.
-	var incNames []string
-	for name := range tr.Includes {
-		if name != filepath.Base(name) || !strings.HasSuffix(name, ".h") {
-			return nil, fmt.Errorf("build objects: include %q: want a header file name", name)
-		}
-		incNames = append(incNames, filepath.Join("include", name))
-	}
-	slices.Sort(incNames)
-	if err := tr.saveAndMark(append(slices.Clone(touched), incNames...)); err != nil {
-		return nil, fmt.Errorf("build objects: %w", err)
-	}
-	defer func() {
-		if rerr := tr.revert(); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("build objects: %w", rerr))
-		}
-	}()
 	for _, p := range absPatches {
-		out, err := run(ctx, tr.Dir, "patch", "-p1", "--batch", "--forward", "--no-backup-if-mismatch", "--reject-file=-", "-i", p)
-		if err != nil {
-			return nil, fmt.Errorf("build objects: apply %s: %w:%s", p, err, tail(out, 10))
+		if err := tr.applyPatch(ctx, p); err != nil {
+			return nil, fmt.Errorf("build objects: %w", err)
 		}
 		fmt.Fprintf(log, "kbuild: applied %s\n", p)
 	}
@@ -278,6 +315,17 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 			strings.Join(existing, ", "), tr.Target.Release, ErrNoUnits)
 	}
 	return pairs, nil
+}
+
+// applyPatch applies one patch file (absolute path) to the tree with
+// patch -p1: --forward, so an already applied patch is an error rather
+// than reversed, and no reject files are left behind.
+func (tr *Tree) applyPatch(ctx context.Context, p string) error {
+	out, err := run(ctx, tr.Dir, "patch", "-p1", "--batch", "--forward", "--no-backup-if-mismatch", "--reject-file=-", "-i", p)
+	if err != nil {
+		return fmt.Errorf("apply %s: %w:%s", p, err, tail(out, 10))
+	}
+	return nil
 }
 
 // ErrNoUnits is wrapped by BuildPair's error when the patches change
