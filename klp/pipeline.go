@@ -26,6 +26,10 @@ type Request struct {
 	NoReplace bool // stack instead of replacing the loaded patches
 	Target    kbuild.Target
 	Patches   []string // unified diffs applying with patch -p1 to the kernel tree
+	// BasePatches are applied to both sides before Patches (changes the
+	// running kernel has that the source package lacks); they are not
+	// part of the live patch (kbuild.Tree.BasePatches).
+	BasePatches []string
 	// ModuleObjects overrides ObjectOf: source file -> module name.
 	ModuleObjects map[string]string
 	OutDir        string // where NAME.ko and NAME.json go
@@ -93,6 +97,16 @@ func FromPatches(ctx context.Context, req Request) (*Manifest, error) {
 		digests = append(digests, PatchDigest{File: filepath.Base(p), SHA256: hex.EncodeToString(sum[:])})
 	}
 
+	for _, p := range req.BasePatches {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("read base patch: %w: %w", err, ErrBadInput)
+		}
+		if _, err := kbuild.TouchedFiles(data); err != nil {
+			return nil, fmt.Errorf("base patch %s: %w: %w", p, err, ErrBadInput)
+		}
+	}
+
 	t := time.Now()
 	tree, err := kbuild.Prepare(ctx, req.Target, log)
 	if err != nil {
@@ -106,6 +120,7 @@ func FromPatches(ctx context.Context, req Request) (*Manifest, error) {
 	emit(Step{Name: "prepare", Seconds: time.Since(t).Seconds(), Detail: tree.Dir})
 
 	tree.Includes = CompatHeaders()
+	tree.BasePatches = req.BasePatches
 	tree.MaxHeaderUnits, tree.Progress = req.MaxHeaderUnits, req.Progress
 	objDir := req.WorkDir
 	if objDir == "" {

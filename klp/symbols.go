@@ -213,12 +213,15 @@ func VmlinuxSymbols(ctx context.Context, t kbuild.Target, buildID []byte, log io
 		}
 	}
 	if data == nil {
-		// Builds running at once would each boot a VM for the same
-		// listing: one boots, the others wait for its cache file.
-		unlock := lockCache(cache)
+		// One boot per machine: builds started together (a fresh
+		// machine, a test suite) wait for the first one's listing.
+		unlock, err := lockFile(ctx, cache+".lock")
+		if err != nil {
+			return nil, fmt.Errorf("vmlinux symbols: %w", err)
+		}
 		defer unlock()
-		if data, err := os.ReadFile(cache); err == nil {
-			return ParseKallsyms(bytes.NewReader(data))
+		if d, err := os.ReadFile(cache); err == nil {
+			return ParseKallsyms(bytes.NewReader(d))
 		}
 		fmt.Fprintf(log, "klp: %s has no symbols; booting kernel %s in qemu once to read /proc/kallsyms (cached afterwards)\n", t.SystemMap, t.Release)
 		d, err := bootKallsyms(ctx, t)
@@ -243,24 +246,33 @@ func VmlinuxSymbols(ctx context.Context, t kbuild.Target, buildID []byte, log io
 	return syms, nil
 }
 
-// lockCache takes an exclusive flock on cache.lock, waiting for another
-// process filling the same cache entry; without a lock file (an
-// unwritable cache) it returns at once. The result releases it.
-func lockCache(cache string) func() {
-	if err := os.MkdirAll(filepath.Dir(cache), 0o755); err != nil {
-		return func() {}
+// lockFile takes an exclusive flock on path (created, with its
+// directory, if missing), waiting until ctx ends; the returned function
+// releases it.
+func lockFile(ctx context.Context, path string) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
-	f, err := os.OpenFile(cache+".lock", os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return func() {}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-		if !errors.Is(err, syscall.EINTR) {
-			break
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { _ = f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			_ = f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			_ = f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return func() { _ = f.Close() }
 }
 
 const kallsymsMarker = "LIVEFIX-KALLSYMS:"

@@ -22,7 +22,7 @@ import (
 )
 
 const kernelUsage = `usage: livefix-build kernel --patch FILE [--patch FILE...] --name NAME
-       [--kernel RELEASE] [--source TARBALL|DIR] [--config FILE] [--vmlinux FILE] [--level N]
+       [--base-patch FILE ...] [--kernel RELEASE] [--source TARBALL|DIR] [--config FILE] [--vmlinux FILE] [--level N]
        [--module-object MODNAME=path/in/tree.c ...] [-o DIR] [--keep-tmp] [-v] [--json]
        [--cve CVE-YYYY-NNNN ...] [--summary TEXT] [--explain] [--max-header-units N]
 
@@ -36,6 +36,12 @@ A changed header is followed to every translation unit of the kernel's
 configuration that reads it (kbuild's dependency records, cached per tree);
 all of them are compiled before and after and diffed. A header read by more
 than --max-header-units units (default 100) is refused with their count.
+
+--base-patch FILE (repeatable, applied in order before the --patch files)
+names changes the running kernel has that the source package lacks, e.g.
+a vendor's own patches: they are applied to both the pristine and the
+patched side, so they are not part of the live patch, and reverted
+afterwards.
 
 --explain prints, for each touched file, what the diff engine decided per
 symbol: changed (and why: code bytes, a relocation target, a string),
@@ -57,10 +63,11 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 func runKernel(args []string, stdout, stderr io.Writer) int {
 	fs := cli.NewFlagSet("kernel", kernelUsage, stderr)
-	var patches, modObjs, cves multiFlag
+	var patches, basePatches, modObjs, cves multiFlag
 	fs.Var(&cves, "cve", "CVE id the patch fixes, stored in NAME.json for livefix info (repeatable)")
 	summary := fs.String("summary", "", "one line saying what the patch fixes, stored in NAME.json")
 	fs.Var(&patches, "patch", "source patch to apply (repeatable, applied in order)")
+	fs.Var(&basePatches, "base-patch", "patch the running kernel has that the source lacks, applied to both sides and reverted afterwards (repeatable)")
 	fs.Var(&modObjs, "module-object", "MODNAME=path/in/tree.c: the file is part of module MODNAME (overrides the Makefile rule; repeatable)")
 	name := fs.String("name", "", "patch and module name (letters, digits, underscores)")
 	release := fs.String("kernel", "", "kernel release (default: newest in /boot)")
@@ -172,7 +179,7 @@ func runKernel(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	m, err := klp.FromPatches(ctx, klp.Request{
-		Name: *name, Level: *level, Target: tgt, Patches: patches, ModuleObjects: override,
+		Name: *name, Level: *level, Target: tgt, Patches: patches, BasePatches: basePatches, ModuleObjects: override,
 		OutDir: *outDir, WorkDir: work, Log: log, CVEs: cves, Summary: *summary,
 		Explain: explainer, MaxHeaderUnits: *maxHeaderUnits, Progress: progress,
 		OnStep: func(s klp.Step) {

@@ -15,12 +15,9 @@ import (
 
 // guestScript runs the issue's acceptance inside the guest: server files
 // and agent both there, the repository served from loopback.
-const guestScript = `
+const guestScript = e2etest.GuestShell + `
 set -u
 n=0
-t() { name=$1; shift; if "$@"; then echo "PASS $name"; else echo "FAIL $name"; fi; }
-has() { case "$1" in *"$2"*) return 0;; esac; return 1; }
-hasnt() { ! has "$1" "$2"; }
 waitfor() { # waitfor SECONDS WORD [absent]: /proc/version gains (or loses) WORD
 	i=0
 	while [ $i -lt $(($1 * 10)) ]; do

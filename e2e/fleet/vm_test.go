@@ -24,11 +24,8 @@ import (
 // so the host keeps level 1 and reports the failure. After each step
 // dashget logs in as an operator and prints a dashboard page, each line
 // prefixed with the page's name, for the test to check.
-const vmScript = `
+const vmScript = e2etest.GuestShell + `
 set -u
-t() { name=$1; shift; if "$@"; then echo "PASS $name"; else echo "FAIL $name"; fi; }
-has() { case "$1" in *"$2"*) return 0;; esac; return 1; }
-hasnt() { ! has "$1" "$2"; }
 page() { # page NAME PATH: log in, fetch PATH, print it as NAME lines
 	dashget $U op /tmp/pw "$2" > /tmp/page 2>/tmp/page.err; rc=$?
 	t "$1-fetched" [ $rc = 0 ]

@@ -167,17 +167,8 @@ func TestEngineClasses(t *testing.T) {
 }
 
 // engineScript runs in the guest; see acceptanceScript for the helpers.
-const engineScript = `
+const engineScript = e2etest.GuestShell + `
 P=/root/p
-has() { case "$1" in *"$2"*) return 0;; esac; return 1; }
-hasnt() { ! has "$1" "$2"; }
-not() { ! "$@"; }
-eq() { [ "$1" = "$2" ]; }
-gone() { [ ! -e /sys/kernel/livepatch/$1 ] && [ ! -e /sys/module/$1 ]; }
-t() {
-	name=$1; shift
-	if "$@"; then echo "PASS $name"; else echo "FAIL $name: $*"; fi
-}
 load() { livefix kernel load --timeout 120s $P/$1.ko; }
 disable() { livefix kernel disable --timeout 120s $1; }
 unload() { livefix kernel unload --timeout 120s $1; }

@@ -106,16 +106,8 @@ func TestHeaderInline(t *testing.T) {
 }
 
 // headerScript runs in the guest; see acceptanceScript for the helpers.
-const headerScript = `
+const headerScript = e2etest.GuestShell + `
 P=/root/p
-not() { ! "$@"; }
-eq() { [ "$1" = "$2" ]; }
-has() { case "$1" in *"$2"*) return 0;; esac; return 1; }
-gone() { [ ! -e /sys/kernel/livepatch/$1 ] && [ ! -e /sys/module/$1 ]; }
-t() {
-	name=$1; shift
-	if "$@"; then echo "PASS $name"; else echo "FAIL $name: $*"; fi
-}
 C=lf_hdr
 
 sh -c 'printf lfhdr_hidden > /proc/$$/comm; while :; do sleep 1; done' &

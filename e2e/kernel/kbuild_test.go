@@ -182,16 +182,9 @@ func TestKbuildCases(t *testing.T) {
 }
 
 // kbuildScript runs the cases in the guest; see checkGuestResults.
-const kbuildScript = `
+const kbuildScript = e2etest.GuestShell + `
 P=/root/p
 M=/lib/modules
-has() { case "$1" in *"$2"*) return 0;; esac; return 1; }
-eq() { [ "$1" = "$2" ] || { echo "  got: $1"; echo " want: $2"; return 1; }; }
-gone() { [ ! -e /sys/kernel/livepatch/$1 ] && [ ! -e /sys/module/$1 ]; }
-t() {
-	name=$1; shift
-	if "$@"; then echo "PASS $name"; else echo "FAIL $name: $*"; fi
-}
 load() { livefix kernel load --timeout 120s $P/$1.ko; }
 disable() { livefix kernel disable --timeout 120s $1; }
 unload() { livefix kernel unload --timeout 120s $1; }

@@ -1,21 +1,14 @@
 package kernel_test
 
+import "github.com/livefix/livefix/internal/e2etest"
+
 // acceptanceScript runs in the guest. Each check prints "PASS NAME" or
 // "FAIL NAME: detail"; the test requires every name of acceptanceChecks
 // to pass exactly once. Patches are in /root/p, binfmt_misc.ko in
 // /lib/modules.
-const acceptanceScript = `
+const acceptanceScript = e2etest.GuestShell + `
 P=/root/p
 R=$(uname -r)
-has() { case "$1" in *"$2"*) return 0;; esac; return 1; }
-hasnt() { ! has "$1" "$2"; }
-not() { ! "$@"; }
-eq() { [ "$1" = "$2" ]; }
-gone() { [ ! -e /sys/kernel/livepatch/$1 ] && [ ! -e /sys/module/$1 ]; }
-t() {
-	name=$1; shift
-	if "$@"; then echo "PASS $name"; else echo "FAIL $name: $*"; fi
-}
 load() { livefix kernel load --timeout 120s $P/$1.ko; }
 disable() { livefix kernel disable --timeout 120s $1; }
 unload() { livefix kernel unload --timeout 120s $1; }

@@ -123,16 +123,9 @@ func TestStateCases(t *testing.T) {
 }
 
 // stateScript runs the cases in the guest; see checkGuestResults.
-const stateScript = `
+const stateScript = e2etest.GuestShell + `
 P=/root/p
 M=/lib/modules
-has() { case "$1" in *"$2"*) return 0;; esac; return 1; }
-eq() { [ "$1" = "$2" ] || { echo "  got: $1"; echo " want: $2"; return 1; }; }
-gone() { [ ! -e /sys/kernel/livepatch/$1 ] && [ ! -e /sys/module/$1 ]; }
-t() {
-	name=$1; shift
-	if "$@"; then echo "PASS $name"; else echo "FAIL $name: $*"; fi
-}
 # --downgrade: level 1 comes back after level 2, and each level's own
 # checks are the kernel's, not livefix's level policy.
 load() { livefix kernel load --downgrade --timeout 120s $P/$1.ko; }

@@ -47,3 +47,21 @@ func (w *Log) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// GuestShell is the shell prelude of the guest scripts: t NAME CMD...
+// runs one check and prints the "PASS NAME" or "FAIL NAME: CMD" line that
+// CheckGuest reads; has/hasnt test for a substring, eq compares two
+// strings (printing both when they differ), not negates a command, and
+// gone says a livepatch module NAME is neither in sysfs nor loaded.
+// Scripts start with it: const script = e2etest.GuestShell + `...`.
+const GuestShell = `
+t() {
+	name=$1; shift
+	if "$@"; then echo "PASS $name"; else echo "FAIL $name: $*"; fi
+}
+has() { case "$1" in *"$2"*) return 0;; esac; return 1; }
+hasnt() { ! has "$1" "$2"; }
+not() { ! "$@"; }
+eq() { [ "$1" = "$2" ] || { echo "  got: $1"; echo " want: $2"; return 1; }; }
+gone() { [ ! -e /sys/kernel/livepatch/$1 ] && [ ! -e /sys/module/$1 ]; }
+`

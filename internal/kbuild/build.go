@@ -48,6 +48,10 @@ const PatchCFLAGS = "-ffunction-sections -fdata-sections"
 // too, and a crash while they are applied is repaired by the next Prepare
 // or BuildPair.
 //
+// The tree's BasePatches are applied first, before the pristine build, so
+// both sides carry them; they are reverted with the patches (the
+// crash-recovery marker covers their files too).
+//
 // A changed header is followed to every translation unit of this kernel
 // configuration that reads it (see headerUnits): they are all compiled,
 // in one make run per side with as many jobs as CPUs, and returned as
@@ -118,7 +122,29 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 		}
 		absPatches[i] = a
 	}
-
+	// Base patches: changes both sides share, applied before the pristine
+	// build. Their files are saved and reverted like the patches' own.
+	var baseTouched, absBase []string
+	for _, p := range tr.BasePatches {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("build objects: base patch: %w", err)
+		}
+		files, err := TouchedFiles(data)
+		if err != nil {
+			return nil, fmt.Errorf("build objects: base patch %s: %w", p, err)
+		}
+		for _, f := range files {
+			if !slices.Contains(baseTouched, f) && !seen[f] {
+				baseTouched = append(baseTouched, f)
+			}
+		}
+		a, err := filepath.Abs(p)
+		if err != nil {
+			return nil, fmt.Errorf("build objects: %w", err)
+		}
+		absBase = append(absBase, a)
+	}
 	var incNames []string
 	for name := range tr.Includes {
 		if name != filepath.Base(name) || !strings.HasSuffix(name, ".h") {
@@ -131,7 +157,7 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 	// The view holds the tree lock until releaseTree: the repair of a
 	// crashed in-place build, the stamp check and the header units need
 	// the shared tree as it is; compiling in a private view does not.
-	v, err := tr.openView(ctx, append(slices.Clone(touched), incNames...), log)
+	v, err := tr.openView(ctx, slices.Concat(touched, baseTouched, incNames), log)
 	if err != nil {
 		return nil, fmt.Errorf("build objects: %w", err)
 	}
@@ -147,8 +173,14 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 	if !stampIs(filepath.Join(tr.root, preparedName), tr.stamp) {
 		return nil, fmt.Errorf("build objects: kernel tree %s is not prepared (was it removed?); call Prepare again", tr.Dir)
 	}
+	// From here on the tree this build sees may be modified: its private
+	// view, or in place the shared tree, where the marker the first
+	// apply writes lets anyone revert it, and the deferred close does.
+	if err := v.apply(ctx, absBase, "base patch ", log); err != nil {
+		return nil, fmt.Errorf("build objects: base patch: %w", err)
+	}
 	for _, s := range sources {
-		if _, err := os.Stat(filepath.Join(tr.Dir, s)); err != nil {
+		if !v.exists(s) {
 			return nil, fmt.Errorf("build objects: %s is not in the kernel source %s; patches may only change existing files",
 				s, tr.Target.Release)
 		}
@@ -158,7 +190,7 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 	// only by files the patch also changes.
 	var existing []string
 	for _, h := range headers {
-		if _, err := os.Stat(filepath.Join(tr.Dir, h)); err == nil {
+		if v.exists(h) {
 			existing = append(existing, h)
 		}
 	}
@@ -239,18 +271,19 @@ func (tr *Tree) BuildPair(ctx context.Context, patches []string, outDir string, 
 			read[a] = d
 		}
 	}
-	if err := v.withTree(ctx, log, func() error {
-		deps := tr.loadRecords(unitDepsName)
-		maps.Copy(deps.Deps, read)
-		return tr.saveRecords(unitDepsName, deps)
-	}); err != nil {
-		return nil, fmt.Errorf("build objects: save dependency records: %w", err)
+	// Records of a base-patched tree describe that tree, not the
+	// packaged one the cache keeps them for.
+	if len(absBase) == 0 {
+		if err := v.withTree(ctx, log, func() error {
+			deps := tr.loadRecords(unitDepsName)
+			maps.Copy(deps.Deps, read)
+			return tr.saveRecords(unitDepsName, deps)
+		}); err != nil {
+			return nil, fmt.Errorf("build objects: save dependency records: %w", err)
+		}
 	}
 
-	// From here on the tree this build sees is patched: its private
-	// view, or in place the shared tree, where the marker apply writes
-	// first lets anyone revert it, and the deferred close does.
-	if err := v.apply(ctx, absPatches, log); err != nil {
+	if err := v.apply(ctx, absPatches, "", log); err != nil {
 		return nil, fmt.Errorf("build objects: %w", err)
 	}
 	for _, rel := range incNames {

@@ -34,6 +34,11 @@ type Tree struct {
 	// tree's include/ directory for the patched build only, and removes
 	// with the patch: livefix's kpatch-macros.h, which patches include.
 	Includes map[string][]byte
+	// BasePatches are patch files BuildPair applies before the pristine
+	// build, so that both sides carry them: changes the running kernel
+	// has that the source lacks (a vendor's own patches). They are
+	// reverted with the patches.
+	BasePatches []string
 	// MaxHeaderUnits limits how many translation units a header change
 	// may make BuildPair compile (DefaultMaxHeaderUnits when zero).
 	MaxHeaderUnits int

@@ -369,3 +369,133 @@ func TestConcurrentBuildPairs(t *testing.T) {
 	}
 	pristine(t, tr)
 }
+
+func TestBuildPairBasePatches(t *testing.T) {
+	tgt := fakeTarget(t)
+	ctx := context.Background()
+	tr, err := Prepare(ctx, tgt, logWriter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The base patch changes fs/b.c, which the patch changes further, and
+	// fs/a.c, which the patch leaves alone: both sides carry both.
+	base := writePatch(t, "base.patch", "--- a/fs/b.c\n+++ b/fs/b.c\n@@ -1 +1 @@\n-const char *b(void) { return \"b\"; }\n+const char *b(void) { return \"base-b\"; }\n"+
+		"--- a/fs/a.c\n+++ b/fs/a.c\n@@ -1 +1 @@\n-int a(void) { return 1; }\n+int a(void) { return 1; } const char *a_base = \"base-a\";\n")
+	fix := writePatch(t, "fix.patch", "--- a/fs/b.c\n+++ b/fs/b.c\n@@ -1 +1 @@\n-const char *b(void) { return \"base-b\"; }\n+const char *b(void) { return \"fixed-b\"; }\n")
+	tr.BasePatches = []string{base}
+	out := t.TempDir()
+	pairs, err := tr.BuildPair(ctx, []string{fix}, out, logWriter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pairs) != 1 || pairs[0].Source != "fs/b.c" {
+		t.Fatalf("pairs = %+v, want fs/b.c only (a base patch adds no unit)", pairs)
+	}
+	o, err1 := os.ReadFile(pairs[0].Orig)
+	n, err2 := os.ReadFile(pairs[0].Patched)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("objects missing: %v %v", err1, err2)
+	}
+	if !bytes.Contains(o, []byte("base-b")) || bytes.Contains(o, []byte("fixed-b")) {
+		t.Error("the pristine object was not built with the base patch alone")
+	}
+	if !bytes.Contains(n, []byte("fixed-b")) || bytes.Contains(n, []byte("base-b")) {
+		t.Error("the patched object was not built with the base patch and the patch")
+	}
+	pristine(t, tr)
+
+	// The fix does not apply without its base: the base is really applied
+	// first, and a failure still reverts it.
+	tr.BasePatches = nil
+	if _, err := tr.BuildPair(ctx, []string{fix}, out, nil); err == nil || !strings.Contains(err.Error(), "apply") {
+		t.Errorf("fix without its base patch: %v", err)
+	}
+	stale := writePatch(t, "stale.patch", "--- a/fs/a.c\n+++ b/fs/a.c\n@@ -1 +1 @@\n-int a(void) { return 7; }\n+int a(void) { return 8; }\n")
+	tr.BasePatches = []string{base, stale}
+	if _, err := tr.BuildPair(ctx, []string{fix}, out, nil); err == nil || !strings.Contains(err.Error(), "base patch") {
+		t.Errorf("base patch that does not apply: %v", err)
+	}
+	pristine(t, tr)
+
+	// Cancelled while the base patch is applied (its change makes the
+	// pristine compile hang): reverted.
+	slow := writePatch(t, "slow.patch", "--- a/fs/b.c\n+++ b/fs/b.c\n@@ -1 +1 @@\n-const char *b(void) { return \"b\"; }\n+const char *b(void) { return \"base-b\"; } /* SLOW */\n")
+	fixSlow := writePatch(t, "fixslow.patch", "--- a/fs/b.c\n+++ b/fs/b.c\n@@ -1 +1 @@\n-const char *b(void) { return \"base-b\"; } /* SLOW */\n+const char *b(void) { return \"fixed-b\"; }\n")
+	tr.BasePatches = []string{slow}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := tr.BuildPair(cctx, []string{fixSlow}, out, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("err = %v, want deadline exceeded", err)
+	}
+	pristine(t, tr)
+}
+
+func TestBasePatchIsInTheMarker(t *testing.T) {
+	// The marker is the in-place path's; a private view's base patch
+	// never reaches the shared tree (TestBasePatchStaysInTheView).
+	t.Setenv("LIVEFIX_PRIVATE_TREE", "0")
+	tgt := fakeTarget(t)
+	ctx := context.Background()
+	tr, err := Prepare(ctx, tgt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// While the pristine side compiles (made slow by the base patch), the
+	// crash-recovery marker already names the base patch's files, so a
+	// crash here is repaired by the next user of the tree.
+	base := writePatch(t, "base.patch", "--- a/fs/b.c\n+++ b/fs/b.c\n@@ -1 +1 @@\n-const char *b(void) { return \"b\"; }\n+const char *b(void) { return \"b\"; } /* SLOW */\n"+
+		"--- a/fs/a.c\n+++ b/fs/a.c\n@@ -1 +1 @@\n-int a(void) { return 1; }\n+int a(void) { return 3; }\n")
+	fix := writePatch(t, "fix.patch", "--- a/fs/b.c\n+++ b/fs/b.c\n@@ -1 +1 @@\n-const char *b(void) { return \"b\"; } /* SLOW */\n+const char *b(void) { return \"B\"; }\n")
+	tr.BasePatches = []string{base}
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := tr.BuildPair(cctx, []string{fix}, t.TempDir(), nil)
+		done <- err
+	}()
+	var m []byte
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		b, _ := os.ReadFile(filepath.Join(tr.Dir, "fs/b.c"))
+		if bytes.Contains(b, []byte("SLOW")) {
+			m, err = os.ReadFile(filepath.Join(tr.root, markerName))
+			break
+		}
+	}
+	cancel()
+	if berr := <-done; !errors.Is(berr, context.Canceled) {
+		t.Errorf("BuildPair: %v, want canceled", berr)
+	}
+	if err != nil || !bytes.Contains(m, []byte(`"fs/a.c"`)) || !bytes.Contains(m, []byte(`"fs/b.c"`)) {
+		t.Errorf("marker while the base patch is applied = %s (%v), want fs/a.c (the base patch's only) and fs/b.c", m, err)
+	}
+	pristine(t, tr)
+}
+
+// In a private view the base patch is applied to the view only: while the
+// pristine side compiles (made slow by the base patch) the shared tree
+// has neither the change nor a marker.
+func TestBasePatchStaysInTheView(t *testing.T) {
+	requireRoot(t)
+	tgt := fakeTarget(t)
+	ctx := context.Background()
+	tr, err := Prepare(ctx, tgt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.BasePatches = []string{writePatch(t, "base.patch", "--- a/fs/b.c\n+++ b/fs/b.c\n@@ -1 +1 @@\n-const char *b(void) { return \"b\"; }\n+const char *b(void) { return \"b\"; } /* SLOW */\n")}
+	fix := writePatch(t, "fix.patch", "--- a/fs/b.c\n+++ b/fs/b.c\n@@ -1 +1 @@\n-const char *b(void) { return \"b\"; } /* SLOW */\n+const char *b(void) { return \"B\"; }\n")
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := tr.BuildPair(cctx, []string{fix}, t.TempDir(), nil)
+		done <- err
+	}()
+	waitFile(t, filepath.Join(os.Getenv("LIVEFIX_TEST_MEET"), "slow-started"), time.Minute)
+	pristine(t, tr) // the compile of the base-patched fs/b.c is under way
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("BuildPair: %v, want canceled", err)
+	}
+	pristine(t, tr)
+	noViews(t, tr)
+}

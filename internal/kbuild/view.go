@@ -282,10 +282,15 @@ func (v *view) remove(ctx context.Context, rels []string) error {
 	return nil
 }
 
-// apply applies patch files in order (patch -p1) to the tree as this
-// build sees it. In place, the first apply backs up v.touched and writes
-// the marker first; close reverts.
-func (v *view) apply(ctx context.Context, patches []string, log io.Writer) error {
+// apply applies patch files in order to the tree as this build sees it,
+// with patch -p1: --forward, so an already applied patch is an error
+// rather than reversed, and no reject files are left behind. In place,
+// the first apply backs up v.touched and writes the marker first; close
+// reverts. kind prefixes the log line ("base patch ").
+func (v *view) apply(ctx context.Context, patches []string, kind string, log io.Writer) error {
+	if len(patches) == 0 {
+		return nil
+	}
 	if !v.private && !v.marked {
 		if err := v.tr.saveAndMark(v.touched); err != nil {
 			return err
@@ -297,9 +302,27 @@ func (v *view) apply(ctx context.Context, patches []string, log io.Writer) error
 		if err != nil {
 			return fmt.Errorf("apply %s: %w:%s", p, err, tail(out, 10))
 		}
-		fmt.Fprintf(log, "kbuild: applied %s\n", p)
+		fmt.Fprintf(log, "kbuild: applied %s%s\n", kind, p)
 	}
 	return nil
+}
+
+// exists reports whether a file is in the tree as this build sees it: in
+// a private view, in the upper directory unless as a whiteout (a character
+// device 0/0: deleted in the view), else in the shared tree.
+func (v *view) exists(rel string) bool {
+	if v.private {
+		if fi, err := os.Lstat(filepath.Join(v.base(), rel)); err == nil {
+			if fi.Mode()&os.ModeCharDevice != 0 {
+				if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Rdev == 0 {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	_, err := os.Stat(filepath.Join(v.tr.Dir, rel))
+	return err == nil
 }
 
 // releaseTree lets the tree lock go: a private view builds without it.

@@ -19,6 +19,8 @@
 // the IO-APIC timer check, which a guest under plain emulation on a loaded
 // host can fail and panic on.
 //
-// qemu uses KVM when /dev/kvm exists and plain emulation otherwise; a boot
-// takes a few seconds with KVM and around ten without.
+// qemu uses KVM when /dev/kvm opens and the CPU has vmx or svm, and plain
+// emulation otherwise (or when LIVEFIX_VM_ACCEL=tcg); a boot takes a few
+// seconds with KVM and around ten without. A /dev/kvm without vmx/svm is
+// a paravirtual KVM (kvm_pvm) that hangs an unmodified Debian kernel.
 package kernelvm

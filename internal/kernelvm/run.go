@@ -69,6 +69,7 @@ var (
 	busyboxPath = "/bin/busybox"
 	modulesRoot = "/lib/modules"
 	kvmDevice   = "/dev/kvm"
+	cpuinfoPath = "/proc/cpuinfo"
 	onStart     = func(pid int) {} // tests watch the qemu process through this
 )
 
@@ -143,8 +144,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		}
 		args = append(args, "-drive", "file="+d+",format=raw,if=virtio")
 	}
-	if f, err := os.OpenFile(kvmDevice, os.O_RDWR, 0); err == nil {
-		f.Close()
+	if useKVM() {
 		args = append(args, "-enable-kvm", "-cpu", "host")
 	} else {
 		args = append(args, "-accel", "tcg")
@@ -382,4 +382,44 @@ func addHostPath(a *archive, g, host string) error {
 		}
 		return nil
 	})
+}
+
+// useKVM says whether qemu may use KVM: /dev/kvm opens and the CPU has
+// hardware virtualisation (vmx or svm in /proc/cpuinfo), unless
+// LIVEFIX_VM_ACCEL=tcg asks for emulation. Without vmx/svm a /dev/kvm
+// is a paravirtual one (kvm_pvm in some cloud sandboxes) that runs only
+// guests built for it: the Debian kernel hangs there before its first
+// console line, so emulation is the only way that boots.
+func useKVM() bool {
+	if os.Getenv("LIVEFIX_VM_ACCEL") == "tcg" {
+		return false
+	}
+	f, err := os.OpenFile(kvmDevice, os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	info, err := os.ReadFile(cpuinfoPath)
+	if err != nil {
+		return false
+	}
+	return hasVirtFlag(info)
+}
+
+// hasVirtFlag reports whether a /proc/cpuinfo listing has vmx or svm
+// among the first CPU's flags.
+func hasVirtFlag(cpuinfo []byte) bool {
+	for _, line := range strings.Split(string(cpuinfo), "\n") {
+		name, flags, ok := strings.Cut(line, ":")
+		if !ok || strings.TrimSpace(name) != "flags" {
+			continue
+		}
+		for _, fl := range strings.Fields(flags) {
+			if fl == "vmx" || fl == "svm" {
+				return true
+			}
+		}
+		return false
+	}
+	return false
 }

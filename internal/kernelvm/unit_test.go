@@ -3,6 +3,7 @@ package kernelvm
 import (
 	"bytes"
 	"encoding/hex"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -191,3 +192,44 @@ func TestConsoleLogsWholeLines(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func TestUseKVM(t *testing.T) {
+	dir := t.TempDir()
+	dev := filepath.Join(dir, "kvm")
+	if err := os.WriteFile(dev, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const intel = "processor\t: 0\nflags\t\t: fpu vme de pse vmx ept\n\nprocessor\t: 1\nflags\t\t: fpu vmx\n"
+	const amd = "processor\t: 0\nflags\t\t: fpu svm npt\n"
+	const pvm = "processor\t: 0\nflags\t\t: fpu vme de pse hypervisor avx2\n"
+	tests := []struct {
+		name    string
+		device  string
+		cpuinfo string
+		accel   string
+		want    bool
+	}{
+		{"intel", dev, intel, "", true},
+		{"amd", dev, amd, "", true},
+		{"paravirtual kvm without vmx or svm", dev, pvm, "", false},
+		{"no device", filepath.Join(dir, "none"), intel, "", false},
+		{"forced emulation", dev, intel, "tcg", false},
+		{"no flags line", dev, "processor\t: 0\n", "", false},
+		{"vmx only in another field", dev, "model name\t: vmx\nflags\t\t: fpu\n", "", false},
+	}
+	oldDev, oldInfo := kvmDevice, cpuinfoPath
+	t.Cleanup(func() { kvmDevice, cpuinfoPath = oldDev, oldInfo })
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			info := filepath.Join(t.TempDir(), "cpuinfo")
+			if err := os.WriteFile(info, []byte(tt.cpuinfo), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			kvmDevice, cpuinfoPath = tt.device, info
+			t.Setenv("LIVEFIX_VM_ACCEL", tt.accel)
+			if got := useKVM(); got != tt.want {
+				t.Errorf("useKVM() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
