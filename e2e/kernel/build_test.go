@@ -4,6 +4,7 @@ import (
 	"context"
 	"os/exec"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -29,7 +30,11 @@ func buildPatches(ctx context.Context, t *testing.T, livefixBuild string, names 
 		go func() {
 			defer wg.Done()
 			start := time.Now()
-			out, err := exec.CommandContext(ctx, livefixBuild, append([]string{"kernel"}, a...)...).CombinedOutput()
+			cmd := exec.CommandContext(ctx, livefixBuild, append([]string{"kernel"}, a...)...)
+			// A test binary killed by -timeout exits without cancelling
+			// ctx: the builds (and their compilers and VMs) die with it.
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			out, err := cmd.CombinedOutput()
 			results[i] = built{out, err, time.Since(start).Seconds()}
 		}()
 	}
