@@ -579,6 +579,9 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, u
 		// covered its code): one thread unmaps it, the others run.
 		return unmapAfter(pr, ps, []Applied{*old}, "the replaced patch ")
 	})
+	if committed {
+		settle() // the target runs again: give its threads their CPUs back
+	}
 	if err != nil && !committed {
 		return nil, attempts, err
 	}
@@ -871,6 +874,9 @@ func remove(pid int, sel []Applied, spans []span, unw <-chan *unwinder, opts Opt
 		}
 		return unmapAfter(pr, ps, sel, "patch ")
 	})
+	if committed {
+		settle() // the target runs again: give its threads their CPUs back
+	}
 	if err != nil {
 		if committed || pr == nil {
 			return attempts, committed, err

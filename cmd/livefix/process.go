@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -50,8 +52,10 @@ func runProcess(args []string, stdout, stderr io.Writer) int {
 	switch sub, rest := args[0], args[1:]; sub {
 	case "patch", "unpatch":
 		// The target's threads compete with this command for the CPUs
-		// (before the stops too): run at the tracer's priority.
-		ulp.RaisePriority(-20)
+		// (before the stops too): run at the tracer's priority until the
+		// commit, then let the target have its CPUs back.
+		ulp.RaisePriorityUntilCommit(-20)
+		shortCommand()
 		return processChange(sub, rest, stdout, stderr)
 	case "list":
 		return processList(rest, stdout, stderr)
@@ -305,4 +309,22 @@ func processList(args []string, stdout, stderr io.Writer) int {
 	}
 	tw.Flush()
 	return exitOK
+}
+
+// shortCommand tunes the runtime for a patch command, which lives a few
+// milliseconds on a host whose CPUs the target's threads need: the
+// garbage collector stays off (a collection would compete with the
+// target and, in the stop, with the tracer) up to a memory limit that a
+// large --all run may reach; and the command runs Go code on one CPU
+// fewer than the host has, so that with nice -20 it never takes every CPU
+// from the target's threads while it reads and links (on 2 CPUs, one).
+// GOGC, GOMEMLIMIT and GOMAXPROCS in the environment win.
+func shortCommand() {
+	if os.Getenv("GOGC") == "" && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(512 << 20)
+		debug.SetGCPercent(-1)
+	}
+	if os.Getenv("GOMAXPROCS") == "" && runtime.NumCPU() > 1 {
+		runtime.GOMAXPROCS(runtime.NumCPU() - 1)
+	}
 }

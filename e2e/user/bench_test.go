@@ -40,6 +40,9 @@ import (
 //	start-ms            wall time of `livefix process --help` (the cold
 //	                    start alone: exec, runtime, package init)
 //
+// LIVEFIX_BENCH_LIVEFIX=PATH measures that livefix program instead of
+// the one built from the tree (livefix-build is still the tree's).
+//
 // With LIVEFIX_TRACE=1 in the environment the commands record their steps
 // (internal/proc's trace) and gapd says when its longest gap began and
 // ended, in the same clock; the benchmark then attributes each patch and
@@ -63,6 +66,11 @@ import (
 func BenchmarkProcessCommands(b *testing.B) {
 	require(b)
 	livefix, livefixBuild := e2etest.Tools(b)
+	if p := os.Getenv("LIVEFIX_BENCH_LIVEFIX"); p != "" {
+		// Another livefix to measure (e.g. one built from an earlier
+		// commit, for a before/after in the same session).
+		livefix = p
+	}
 	src, _ := filepath.Abs(filepath.Join("testdata", "gapd"))
 	patch, _ := filepath.Abs(filepath.Join("testdata", "gapd.patch"))
 	prod := filepath.Join(b.TempDir(), "gapd")
