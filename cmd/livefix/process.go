@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"runtime/debug"
 	"strings"
 	"text/tabwriter"
@@ -315,16 +314,14 @@ func processList(args []string, stdout, stderr io.Writer) int {
 // milliseconds on a host whose CPUs the target's threads need: the
 // garbage collector stays off (a collection would compete with the
 // target and, in the stop, with the tracer) up to a memory limit that a
-// large --all run may reach; and the command runs Go code on one CPU
-// fewer than the host has, so that with nice -20 it never takes every CPU
-// from the target's threads while it reads and links (on 2 CPUs, one).
-// GOGC, GOMEMLIMIT and GOMAXPROCS in the environment win.
+// large --all run may reach. GOGC and GOMEMLIMIT in the environment win.
+// (Running Go code on one CPU fewer than the host has, so as never to
+// take every CPU from the target, was measured and dropped: on 2 CPUs it
+// made the 1-worker patch command 1.5-2x slower and its gap no shorter,
+// BENCHMARKS.md.)
 func shortCommand() {
 	if os.Getenv("GOGC") == "" && os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(512 << 20)
 		debug.SetGCPercent(-1)
-	}
-	if os.Getenv("GOMAXPROCS") == "" && runtime.NumCPU() > 1 {
-		runtime.GOMAXPROCS(runtime.NumCPU() - 1)
 	}
 }
