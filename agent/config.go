@@ -12,27 +12,20 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/livefix/livefix/agent/agentstatus"
 	"github.com/livefix/livefix/patchrepo"
 )
 
 // DefaultConfigPath is where register writes the agent's configuration.
-const DefaultConfigPath = "/etc/livefix/agent.toml"
+const DefaultConfigPath = agentstatus.DefaultConfigPath
 
 // DefaultStateDir is the agent's default state directory (the host's
 // persistent state directory; the agent uses STATE/agent/).
-const DefaultStateDir = "/var/lib/livefix"
+const DefaultStateDir = agentstatus.DefaultStateDir
 
 // ConfigPath returns the configuration path: flag, then
 // LIVEFIX_AGENT_CONFIG, then DefaultConfigPath.
-func ConfigPath(flag string) string {
-	if flag != "" {
-		return flag
-	}
-	if p := os.Getenv("LIVEFIX_AGENT_CONFIG"); p != "" {
-		return p
-	}
-	return DefaultConfigPath
-}
+func ConfigPath(flag string) string { return agentstatus.ConfigPath(flag) }
 
 // Duration is a time.Duration written as a Go duration string ("24h").
 type Duration struct{ time.Duration }

@@ -7,53 +7,21 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"time"
+
+	"github.com/livefix/livefix/agent/agentstatus"
 )
 
 // Status is the agent's last view of the repository, kept in
-// STATE/agent/status.json for livefix status and info.
-type Status struct {
-	Repository string `json:"repository"`
-	Channel    string `json:"channel"`
-	// LastCheck is the last update attempt; LastSuccess the last one that
-	// verified the repository.
-	LastCheck   time.Time `json:"last_check"`
-	LastSuccess time.Time `json:"last_success,omitzero"`
-	// Reachable is false when the last attempt could not reach the
-	// repository; the host then keeps its level.
-	Reachable bool   `json:"reachable"`
-	Error     string `json:"error,omitempty"`
-	// Result is one line: what the last attempt did.
-	Result         string     `json:"result"`
-	KernelBuildID  string     `json:"kernel_build_id,omitempty"`
-	AvailableLevel int        `json:"available_level"`
-	AppliedLevel   int        `json:"applied_level"`
-	CVEs           []string   `json:"cves,omitempty"`
-	Summary        string     `json:"summary,omitempty"`
-	NextDue        *time.Time `json:"next_due,omitempty"`
-	LastChange     time.Time  `json:"last_change,omitzero"`
-	User           []UserPlan `json:"user,omitempty"`
-}
+// STATE/agent/status.json for livefix status and info (agentstatus, which
+// the livefix command reads without linking this package).
+type Status = agentstatus.Status
 
 // StatusPath is the status file in a state directory.
-func StatusPath(stateDir string) string { return filepath.Join(stateDir, "agent", "status.json") }
+func StatusPath(stateDir string) string { return agentstatus.StatusPath(stateDir) }
 
 // ReadStatus reads the agent status of a state directory; nil and no
 // error when the agent never ran.
-func ReadStatus(stateDir string) (*Status, error) {
-	b, err := os.ReadFile(StatusPath(stateDir))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("agent status: %w", err)
-	}
-	var s Status
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("agent status %s: %w", StatusPath(stateDir), err)
-	}
-	return &s, nil
-}
+func ReadStatus(stateDir string) (*Status, error) { return agentstatus.ReadStatus(stateDir) }
 
 // record writes the status after an update attempt. Errors writing it
 // are reported to the progress writer: the update itself stands.

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/livefix/livefix/agent/agentstatus"
 	"github.com/livefix/livefix/internal/proc"
 	"github.com/livefix/livefix/patchrepo"
 	"github.com/livefix/livefix/ulp"
@@ -28,18 +29,7 @@ type UserPatcher interface {
 }
 
 // UserPlan is the decision and result for one userspace build-id.
-type UserPlan struct {
-	BuildID   string `json:"build_id"`
-	Name      string `json:"name"`
-	Level     int    `json:"level"`     // the level taken (0: patches removed)
-	Action    string `json:"action"`    // apply, or downgrade/unload after a revocation
-	Reason    string `json:"reason"`    // why
-	Processes int    `json:"processes"` // processes mapping it without that level
-	Applied   int    `json:"applied"`   // processes changed now
-	// Failures name the processes that could not be changed (each was
-	// left as it was).
-	Failures []string `json:"failures,omitempty"`
-}
+type UserPlan = agentstatus.UserPlan
 
 func (a *Agent) updateUser(ctx context.Context, cat *Catalog, now time.Time, dryRun bool) ([]UserPlan, error) {
 	ids := map[string]bool{}

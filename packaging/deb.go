@@ -29,6 +29,10 @@ const Maintainer = "livefix developers <packaging@livefix.invalid>"
 // Homepage is the packages' Homepage field.
 const Homepage = "https://github.com/livefix/livefix"
 
+// helperDir is where helper programs go (not on PATH; livefix finds
+// livefix-agent there).
+const helperDir = "/usr/lib/livefix"
+
 // unitDir is where Debian 12 packages install systemd units.
 const unitDir = "/lib/systemd/system"
 
@@ -45,8 +49,11 @@ type pkg struct {
 	recommends []string
 	suggests   []string
 	units      []string
-	conffiles  map[string]string // files/NAME -> destination
-	scripts    bool              // files/NAME.{postinst,prerm,postrm}
+	// helpers are programs (cmd/NAME) the package installs in
+	// helperDir, for the program to run (livefix runs livefix-agent).
+	helpers   []string
+	conffiles map[string]string // files/NAME -> destination
+	scripts   bool              // files/NAME.{postinst,prerm,postrm}
 }
 
 var packages = []pkg{
@@ -64,9 +71,11 @@ livefix-server repository.`,
 			{Path: "/etc/livefix/livefix.conf", Desc: "configuration (TOML); enabled = false turns the boot re-apply off"},
 			{Path: "/var/lib/livefix", Desc: "the recorded kernel patch levels and their module copies (removed by dpkg --purge)"},
 			{Path: "/lib/systemd/system/livefix.service", Desc: "runs livefix boot early at boot, before the network is configured"},
-			{Path: "/lib/systemd/system/livefix-agent.service", Desc: "runs livefix daemon; enable it after livefix register"},
+			{Path: "/usr/lib/livefix/livefix-agent", Desc: "runs livefix register, update and daemon (livefix execs it)"},
+			{Path: "/lib/systemd/system/livefix-agent.service", Desc: "runs livefix daemon (/usr/lib/livefix/livefix-agent daemon); enable it after livefix register"},
 		},
 		units:     []string{"livefix.service", "livefix-agent.service"},
+		helpers:   []string{"livefix-agent"},
 		conffiles: map[string]string{"livefix.conf": "/etc/livefix/livefix.conf"},
 		scripts:   true,
 	},
@@ -192,6 +201,9 @@ func buildPrograms(ctx context.Context, repo, bin, version string) error {
 	args := []string{"build", "-trimpath", "-ldflags", "-s -w -X main.version=" + version, "-o", bin + "/"}
 	for _, p := range packages {
 		args = append(args, "./cmd/"+p.name)
+		for _, h := range p.helpers {
+			args = append(args, "./cmd/"+h)
+		}
 	}
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = repo
@@ -228,9 +240,16 @@ func buildPackage(ctx context.Context, log io.Writer, p pkg, stage, outDir, vers
 	}
 
 	add(binary, p.dir+"/"+p.name, files.TypeFile, 0o755)
+	var helpers []string
+	for _, h := range p.helpers {
+		hb := filepath.Join(stage, "bin", h)
+		helpers = append(helpers, hb)
+		add(hb, helperDir+"/"+h, files.TypeFile, 0o755)
+	}
 
-	// Man page and completion from the program's own help.
-	help, cleanup, err := clidoc.ExecHelp(binary, 10*time.Second)
+	// Man page and completion from the program's own help (with its
+	// helpers beside it: livefix's agent commands are livefix-agent's).
+	help, cleanup, err := clidoc.ExecHelp(binary, 10*time.Second, helpers...)
 	if err != nil {
 		return Result{}, err
 	}
@@ -271,7 +290,7 @@ func buildPackage(ctx context.Context, log io.Writer, p pkg, stage, outDir, vers
 	add(path, "/usr/share/bash-completion/completions/"+p.name, files.TypeFile, 0o644)
 
 	// Debian's documentation: copyright and changelog.
-	cr, err := copyright(ctx, binary)
+	cr, err := copyright(ctx, binary, helpers...)
 	if err != nil {
 		return Result{}, err
 	}

@@ -83,7 +83,7 @@ func TestPackagesContents(t *testing.T) {
 	pkgs, _ := debs(t)
 	want := map[string][]string{
 		"livefix": {
-			"./usr/sbin/livefix", "./lib/systemd/system/livefix.service", "./lib/systemd/system/livefix-agent.service",
+			"./usr/sbin/livefix", "./usr/lib/livefix/livefix-agent", "./lib/systemd/system/livefix.service", "./lib/systemd/system/livefix-agent.service",
 			"./etc/livefix/livefix.conf", "./usr/share/man/man8/livefix.8.gz", "./usr/share/bash-completion/completions/livefix",
 			"./usr/share/doc/livefix/copyright", "./usr/share/doc/livefix/changelog.gz",
 		},
@@ -157,9 +157,13 @@ func TestBinarySize(t *testing.T) {
 
 func TestVersion(t *testing.T) {
 	_, root := debs(t)
-	for _, bin := range []string{"usr/sbin/livefix", "usr/bin/livefix-build", "usr/sbin/livefix-server"} {
+	for _, bin := range []string{"usr/sbin/livefix", "usr/bin/livefix-build", "usr/sbin/livefix-server", "usr/lib/livefix/livefix-agent"} {
 		out, err := exec.Command(filepath.Join(root, bin), "--version").CombinedOutput()
-		if want := filepath.Base(bin) + " " + testVersion + "\n"; err != nil || string(out) != want {
+		want := filepath.Base(bin) + " " + testVersion + "\n"
+		if bin == "usr/lib/livefix/livefix-agent" {
+			want = "livefix " + testVersion + "\n" // the agent commands are livefix's
+		}
+		if err != nil || string(out) != want {
 			t.Errorf("%s --version = %q, %v; want %q", bin, out, err, want)
 		}
 	}
@@ -265,7 +269,11 @@ func TestManPages(t *testing.T) {
 		if strings.Contains(text, "clidoc-") {
 			t.Errorf("%s(%s) shows the generator's temporary directory (a flag default taken from the environment?)", p.name, p.section)
 		}
-		help, cleanup, err := clidoc.ExecHelp(filepath.Join(root, p.dir, p.name), 10*time.Second)
+		var helpers []string
+		for _, h := range p.helpers {
+			helpers = append(helpers, filepath.Join(root, helperDir, h))
+		}
+		help, cleanup, err := clidoc.ExecHelp(filepath.Join(root, p.dir, p.name), 10*time.Second, helpers...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -337,7 +345,7 @@ func TestCopyright(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("go", "version", "-m", filepath.Join(root, "usr/sbin/livefix")).Output()
+	out, err := exec.Command("go", "version", "-m", filepath.Join(root, "usr/sbin/livefix"), filepath.Join(root, "usr/lib/livefix/livefix-agent")).Output()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 )
 
@@ -61,11 +62,29 @@ const projectLicense = `License: GPL-2
 // static Go program: livefix's own license, then the Go standard library
 // and each module linked into the binary, with the license text found in
 // its source (GOROOT, the module cache).
-func copyright(ctx context.Context, binary string) ([]byte, error) {
+func copyright(ctx context.Context, binary string, helpers ...string) ([]byte, error) {
 	bi, err := buildinfo.ReadFile(binary)
 	if err != nil {
 		return nil, fmt.Errorf("read the build information of %s: %w", binary, err)
 	}
+	// The helper programs the package ships link modules of their own.
+	seen := map[string]bool{}
+	for _, m := range bi.Deps {
+		seen[m.Path] = true
+	}
+	for _, h := range helpers {
+		hi, err := buildinfo.ReadFile(h)
+		if err != nil {
+			return nil, fmt.Errorf("read the build information of %s: %w", h, err)
+		}
+		for _, m := range hi.Deps {
+			if !seen[m.Path] {
+				seen[m.Path] = true
+				bi.Deps = append(bi.Deps, m)
+			}
+		}
+	}
+	sort.Slice(bi.Deps, func(i, j int) bool { return bi.Deps[i].Path < bi.Deps[j].Path })
 	env, err := goEnv(ctx, "GOROOT", "GOMODCACHE")
 	if err != nil {
 		return nil, err

@@ -163,6 +163,7 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	proc.Mark("apply: locked")
 	rec, err := s.load(pid)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, proc.ErrNoProcess)
@@ -192,10 +193,12 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 	// The unwind tables (the .eh_frame of every object) load meanwhile:
 	// the commit stop needs them; nothing before it does.
 	unw := loadUnwinder(pid, v.objs)
+	proc.Mark("apply: target mapped objects read")
 	pl, err := prepare(p, v)
 	if err != nil {
 		return nil, fmt.Errorf("pid %d: patch %s: %w", pid, p.Name, err)
 	}
+	proc.Mark("apply: prepared")
 	var spans []span
 	for _, f := range pl.funcs {
 		spans = append(spans, span{f.old, f.old + max(f.oldSize, 1), f.origName})
@@ -224,6 +227,7 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 		return s.save(&r)
 	}
 	a, attempts, err := install(pid, v, pl, p, old, spans, unw, opts, &ps, intent)
+	proc.Mark("apply: installed")
 	if a == nil {
 		// Nothing changed: the record as it was (the intent, if written,
 		// is replaced).
@@ -246,6 +250,7 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 	if serr := s.save(rec); serr != nil {
 		err = errors.Join(err, fmt.Errorf("pid %d patched with %s, but %w", pid, p.Name, serr))
 	}
+	proc.Mark("apply: recorded")
 	return res, err
 }
 
@@ -444,6 +449,7 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, u
 	// process) and only a writable data part needs an mprotect. The
 	// read-only data and slots thus share the r-x protection of the code.
 	var base uint64
+	proc.Mark("apply: stop 1 (one thread, map the region)")
 	pr, err := proc.AttachRun(pid, proc.AttachOptions{Timeout: opts.AttachTimeout, OneThread: true}, func(pr *proc.Process) error {
 		var err error
 		all := pr.Stopped() // the attach stopped every thread (rare fallback)
@@ -490,6 +496,7 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, u
 	}
 
 	// The process runs: link, write and prepare the jumps.
+	proc.Mark("apply: link")
 	img, err := pl.link(base)
 	if err != nil {
 		return nil, 0, err
@@ -517,6 +524,7 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, u
 	if err := intent(a); err != nil {
 		return nil, 0, err
 	}
+	proc.Mark("apply: intent recorded")
 	var restores []Redirect
 	if old != nil {
 		done := map[uint64]bool{}
@@ -534,7 +542,9 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, u
 	in := func(stop func(*proc.Process) error) error {
 		return pr.Run(func() error { return stop(pr) })
 	}
-	attempts, err = stopSafely(in, spans, <-unw, opts, ps, func() error {
+	unwr := <-unw
+	proc.Mark("apply: stop 2 (all threads, commit)")
+	attempts, err = stopSafely(in, spans, unwr, opts, ps, func() error {
 		var cur [5]byte
 		for _, j := range jumps {
 			if err := pr.ReadMem(j.at, cur[:]); err != nil {
@@ -557,6 +567,7 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, u
 		}
 		committed = true
 		ps.commit = proc.MonoNow()
+		proc.MarkAt(ps.commit, "committed")
 		if old == nil || old.Unmap == 0 {
 			if err := release(pr, ps); err != nil {
 				// The jumps are in place; the kernel detaches the rest.
@@ -568,6 +579,9 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, u
 		// covered its code): one thread unmaps it, the others run.
 		return unmapAfter(pr, ps, []Applied{*old}, "the replaced patch ")
 	})
+	if committed {
+		settle() // the target runs again: give its threads their CPUs back
+	}
 	if err != nil && !committed {
 		return nil, attempts, err
 	}
@@ -745,6 +759,7 @@ func UnpatchAll(name string, opts Options) ([]*Result, []error, error) {
 }
 
 func unpatchLocked(s *store, pid int, name string, opts Options) ([]*Result, error) {
+	proc.Mark("unpatch: locked")
 	rec, err := s.load(pid)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, proc.ErrNoProcess)
@@ -789,6 +804,7 @@ func unpatchLocked(s *store, pid int, name string, opts Options) ([]*Result, err
 	if err := s.save(&intent); err != nil {
 		return nil, fmt.Errorf("pid %d: unpatch (process left unchanged): %w", pid, err)
 	}
+	proc.Mark("unpatch: intent recorded")
 	attempts, committed, err := remove(pid, sel, spans, unw, opts, &ps)
 	if !committed {
 		if serr := s.save(rec); serr != nil {
@@ -801,6 +817,7 @@ func unpatchLocked(s *store, pid int, name string, opts Options) ([]*Result, err
 		rec.Kept = append(rec.Kept, keptOf(a)...)
 	}
 	serr := s.save(rec)
+	proc.Mark("unpatch: recorded")
 	var res []*Result
 	for _, a := range sel {
 		res = append(res, &Result{Pid: pid, Patch: a.Name, Pause: ps.longest, Stopped: ps.total, Stops: ps.n, OneThread: ps.one, Attempts: attempts, Region: a.Region, CommitMono: ps.commit})
@@ -830,7 +847,9 @@ func remove(pid int, sel []Applied, spans []span, unw <-chan *unwinder, opts Opt
 		})
 		return err
 	}
-	attempts, err = stopSafely(in, spans, <-unw, opts, ps, func() error {
+	unwr := <-unw
+	proc.Mark("unpatch: stop (all threads, restore entries)")
+	attempts, err = stopSafely(in, spans, unwr, opts, ps, func() error {
 		var u undo
 		for _, a := range sel {
 			for _, r := range a.Funcs {
@@ -845,6 +864,7 @@ func remove(pid int, sel []Applied, spans []span, unw <-chan *unwinder, opts Opt
 		}
 		committed = true
 		ps.commit = proc.MonoNow()
+		proc.MarkAt(ps.commit, "committed")
 		unmap := false
 		for _, a := range sel {
 			unmap = unmap || a.Unmap > 0
@@ -854,6 +874,9 @@ func remove(pid int, sel []Applied, spans []span, unw <-chan *unwinder, opts Opt
 		}
 		return unmapAfter(pr, ps, sel, "patch ")
 	})
+	if committed {
+		settle() // the target runs again: give its threads their CPUs back
+	}
 	if err != nil {
 		if committed || pr == nil {
 			return attempts, committed, err

@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,6 +16,7 @@ import (
 // on a loaded machine an unboosted requester waits for a time slice at
 // each hand-off, which stretches the target's pause.
 func boost() func() {
+	raise()
 	runtime.LockOSThread()
 	tid := unix.Gettid()
 	old, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
@@ -23,8 +25,15 @@ func boost() func() {
 		return func() {}
 	}
 	return func() {
-		// getpriority returns 20-nice.
-		unix.Setpriority(unix.PRIO_PROCESS, tid, 20-old)
+		// getpriority returns 20-nice; after settle, the nice the
+		// process had before RaisePriority.
+		nice := 20 - old
+		prio.mu.Lock()
+		if prio.set && !prio.raised {
+			nice = prio.orig
+		}
+		prio.mu.Unlock()
+		unix.Setpriority(unix.PRIO_PROCESS, tid, nice)
 		runtime.UnlockOSThread()
 	}
 }
@@ -47,7 +56,67 @@ func quietGC() func() {
 // cores a command at nice 0 gets a fifth of a CPU for the work it does
 // before and between the stops (reading the patch, the target's ELF
 // files and unwind tables, linking).
-func RaisePriority(nice int) {
+func RaisePriority(nice int) { raisePriority(nice, false) }
+
+// RaisePriorityUntilCommit is RaisePriority for a patch command: the
+// raise lasts until a commit has ended its stop (settle). Then the
+// target's threads are runnable again and must get their CPUs back at
+// once: a command still at nice -20 on the CPU a woken thread last ran
+// on delays it (with 2 CPUs, by up to a millisecond and more: the tail of
+// the gap the target sees after PTRACE_DETACH), while what the command
+// does after the commit (record the patch, print) is not urgent. The
+// next Apply or Unpatch of the same command (--all) raises again.
+func RaisePriorityUntilCommit(nice int) { raisePriority(nice, true) }
+
+func raisePriority(nice int, untilCommit bool) {
+	prio.mu.Lock()
+	defer prio.mu.Unlock()
+	prio.untilCommit = untilCommit
+	if !prio.set {
+		// getpriority returns 20-nice.
+		if v, err := unix.Getpriority(unix.PRIO_PROCESS, 0); err == nil {
+			prio.orig = 20 - v
+		}
+	}
+	prio.set, prio.nice = true, nice
+	setAll(nice)
+	prio.raised = true
+}
+
+// prio is what RaisePriority asked for.
+var prio struct {
+	mu     sync.Mutex
+	set    bool // RaisePriority was called
+	nice   int  // what it asked for
+	orig   int  // the nice before it
+	raised bool // the threads are at nice now
+	// untilCommit: settle after each commit (RaisePriorityUntilCommit)
+	untilCommit bool
+}
+
+// raise sets the threads to RaisePriority's nice again after a settle.
+func raise() {
+	prio.mu.Lock()
+	defer prio.mu.Unlock()
+	if prio.set && !prio.raised {
+		setAll(prio.nice)
+		prio.raised = true
+	}
+}
+
+// settle returns the threads to the nice the process had before
+// RaisePriority, if it was called.
+func settle() {
+	prio.mu.Lock()
+	defer prio.mu.Unlock()
+	if prio.set && prio.raised && prio.untilCommit {
+		setAll(prio.orig)
+		prio.raised = false
+	}
+}
+
+// setAll sets every thread of this process to nice, best effort.
+func setAll(nice int) {
 	ents, err := os.ReadDir("/proc/self/task")
 	if err != nil {
 		return

@@ -18,6 +18,8 @@ package main
 import (
 	"fmt"
 	"os"
+
+	"github.com/livefix/livefix/internal/proc"
 )
 
 const usage = `usage: livefix COMMAND [ARGS]
@@ -58,6 +60,7 @@ const (
 )
 
 func main() {
+	proc.Mark("main")
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(exitBadInput)
@@ -78,17 +81,15 @@ func main() {
 		code = runProcess(args, os.Stdout, os.Stderr)
 	case "--version":
 		fmt.Println("livefix", version)
-	case "register":
-		code = runRegister(args, os.Stdout, os.Stderr)
-	case "update":
-		code = runUpdate(args, os.Stdout, os.Stderr)
-	case "daemon":
-		code = runDaemon(args, os.Stdout, os.Stderr)
+	case "register", "update", "daemon":
+		code = runAgent(cmd, args, os.Stderr)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:
 		fmt.Fprintf(os.Stderr, "livefix: unknown command %q\n\n%s", cmd, usage)
 		code = exitBadInput
 	}
+	proc.Mark("exit")
+	proc.FlushTrace(os.Stderr)
 	os.Exit(code)
 }

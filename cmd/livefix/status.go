@@ -7,7 +7,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/livefix/livefix/agent"
+	"github.com/livefix/livefix/agent/agentstatus"
 	"github.com/livefix/livefix/kernelpatch"
 )
 
@@ -60,7 +60,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		// applied, CVE ids) when this host is registered.
 		_ = enc.Encode(struct {
 			*kernelpatch.Status
-			Agent *agent.Status `json:"agent,omitempty"`
+			Agent *agentstatus.Status `json:"agent,omitempty"`
 		}{st, agentStatus("")})
 	case *prom:
 		writePrometheus(stdout, st)

@@ -113,6 +113,7 @@ func TestDistributionInVM(t *testing.T) {
 	}
 	files := map[string]string{
 		"/bin/livefix":        filepath.Join(bin, "livefix"),
+		"/bin/livefix-agent":  filepath.Join(bin, "livefix-agent"), // livefix register/update/daemon run it
 		"/bin/livefix-server": filepath.Join(bin, "livefix-server"),
 	}
 	for _, n := range []string{"lf_dist_l1", "lf_dist_l2"} {

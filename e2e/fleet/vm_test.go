@@ -119,6 +119,7 @@ func TestFleetInVM(t *testing.T) {
 	}
 	files := map[string]string{
 		"/bin/livefix":        filepath.Join(bin, "livefix"),
+		"/bin/livefix-agent":  filepath.Join(bin, "livefix-agent"), // livefix register/update/daemon run it
 		"/bin/livefix-server": filepath.Join(bin, "livefix-server"),
 		"/bin/dashget":        filepath.Join(bin, "dashget"),
 	}

@@ -3,6 +3,7 @@ package user
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -39,12 +40,37 @@ import (
 //	start-ms            wall time of `livefix process --help` (the cold
 //	                    start alone: exec, runtime, package init)
 //
+// LIVEFIX_BENCH_LIVEFIX=PATH measures that livefix program instead of
+// the one built from the tree (livefix-build is still the tree's).
+//
+// With LIVEFIX_TRACE=1 in the environment the commands record their steps
+// (internal/proc's trace) and gapd says when its longest gap began and
+// ended, in the same clock; the benchmark then attributes each patch and
+// unpatch gap (see attribute) and logs the steps inside the gap:
+//
+//	patch-lead-µs       gap start to the stop's first PTRACE_INTERRUPT
+//	                    (the worker was already off its CPU: preempted,
+//	                    by the command itself or by other load)
+//	patch-stop-µs       the part of the gap inside the commit stop (its
+//	                    first interrupt to its last detach or cont)
+//	patch-tail-µs       the stop's end to the gap's end (the worker's
+//	                    wake-up after PTRACE_DETACH/CONT, or preemption)
+//	patch-exec-to-gap-ms  exec of the command to the gap's start
+//	patch-exec-to-main-ms exec of the command to its main() (the cold
+//	                    start: loading, runtime and package init)
+//	unpatch-lead-µs ... the same for unpatch
+//
 // Sub-benchmarks: 1 and 8 worker threads, and 1 worker with the binary
 // stripped and its debug file split off (the patch was built through the
 // debug file; applying must cost the same).
 func BenchmarkProcessCommands(b *testing.B) {
 	require(b)
 	livefix, livefixBuild := e2etest.Tools(b)
+	if p := os.Getenv("LIVEFIX_BENCH_LIVEFIX"); p != "" {
+		// Another livefix to measure (e.g. one built from an earlier
+		// commit, for a before/after in the same session).
+		livefix = p
+	}
 	src, _ := filepath.Abs(filepath.Join("testdata", "gapd"))
 	patch, _ := filepath.Abs(filepath.Join("testdata", "gapd.patch"))
 	prod := filepath.Join(b.TempDir(), "gapd")
@@ -90,11 +116,14 @@ func BenchmarkProcessCommands(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			g := startGapd(b, bc.bin, bc.workers)
 			env := append(os.Environ(), "LIVEFIX_STATE_DIR="+b.TempDir())
+			tracing := os.Getenv("LIVEFIX_TRACE") == "1"
+			var execMono int64
 			command := func(args ...string) (wall, cpu time.Duration, out string) {
 				cmd := exec.Command(livefix, args...)
 				cmd.Env = env
 				var o bytes.Buffer
 				cmd.Stdout, cmd.Stderr = &o, &o
+				execMono = monoNow()
 				t0 := time.Now()
 				err := cmd.Run()
 				wall = time.Since(t0)
@@ -108,22 +137,37 @@ func BenchmarkProcessCommands(b *testing.B) {
 			time.Sleep(100 * time.Millisecond) // the workers are running
 			var pgap, ugap, base, pwall, uwall, pcpu, start []time.Duration
 			var first time.Duration
+			var pat, uat []attribution
 			for i := 0; i < b.N; i++ {
 				g.ask("z")
 				w, c, out := command("process", "patch", "--pid", g.pid, bc.lfp)
 				gap := g.gap()
+				if tracing {
+					a := attribute(execMono, g.window(), out)
+					pat = append(pat, a)
+					if i < 3 {
+						b.Logf("patch %d: %s", i, a)
+					}
+				}
 				if v := g.ask("v"); v != "5" {
 					b.Fatalf("after patch: check(1) = %s, want 5\n%s", v, out)
 				}
 				if i == 0 {
 					first = gap
-					b.Logf("first patch: %s", strings.TrimSpace(out))
+					b.Logf("first patch: %s", strings.TrimSpace(untraced(out)))
 				}
 				pgap, pwall, pcpu = append(pgap, gap), append(pwall, w), append(pcpu, c)
 
 				g.ask("z")
 				w, _, out = command("process", "unpatch", "--pid", g.pid)
 				ugap, uwall = append(ugap, g.gap()), append(uwall, w)
+				if tracing {
+					a := attribute(execMono, g.window(), out)
+					uat = append(uat, a)
+					if i < 3 {
+						b.Logf("unpatch %d: %s", i, a)
+					}
+				}
 				if v := g.ask("v"); v != "4" {
 					b.Fatalf("after unpatch: check(1) = %s, want 4\n%s", v, out)
 				}
@@ -149,10 +193,100 @@ func BenchmarkProcessCommands(b *testing.B) {
 			b.ReportMetric(ms(median(uwall)), "unpatch-ms")
 			b.ReportMetric(ms(median(pcpu)), "patch-cpu-ms")
 			b.ReportMetric(ms(median(start)), "start-ms")
+			for _, x := range []struct {
+				name string
+				a    []attribution
+			}{{"patch", pat}, {"unpatch", uat}} {
+				if len(x.a) == 0 {
+					continue
+				}
+				pick := func(f func(attribution) time.Duration) time.Duration {
+					var d []time.Duration
+					for _, a := range x.a {
+						d = append(d, f(a))
+					}
+					return median(d)
+				}
+				b.ReportMetric(us(pick(func(a attribution) time.Duration { return a.lead })), x.name+"-lead-µs")
+				b.ReportMetric(us(pick(func(a attribution) time.Duration { return a.stop })), x.name+"-stop-µs")
+				b.ReportMetric(us(pick(func(a attribution) time.Duration { return a.tail })), x.name+"-tail-µs")
+				b.ReportMetric(ms(pick(func(a attribution) time.Duration { return a.execToGap })), x.name+"-exec-to-gap-ms")
+				b.ReportMetric(ms(pick(func(a attribution) time.Duration { return a.execToMain })), x.name+"-exec-to-main-ms")
+			}
 			b.Logf("patch gaps %v; unpatch gaps %v; baseline %v; patch walls %v; unpatch walls %v",
 				pgap, ugap, base, pwall, uwall)
 		})
 	}
+}
+
+// untraced is out without its trace lines.
+func untraced(out string) string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(l, "livefix-trace ") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
+// attribution splits one longest gap by the steps the command traced.
+type attribution struct {
+	lead, stop, tail      time.Duration // see BenchmarkProcessCommands
+	execToGap, execToMain time.Duration
+	steps                 []string // the steps inside the gap, offsets from its start
+	gap                   time.Duration
+}
+
+func (a attribution) String() string {
+	return fmt.Sprintf("gap %v = lead %v + stop %v + tail %v, %v after exec; in the gap: %s",
+		a.gap, a.lead, a.stop, a.tail, a.execToGap, strings.Join(a.steps, ", "))
+}
+
+// attribute sets the gap [w[0], w[1]] (gapd's w) against the
+// "livefix-trace MONO STEP" lines of a command's output that exec'd at
+// execMono. With no step inside the gap, all of it is lead.
+func attribute(execMono int64, w [2]int64, out string) attribution {
+	a := attribution{gap: time.Duration(w[1] - w[0]), execToGap: time.Duration(w[0] - execMono)}
+	// The stop: from the first interrupt after the last "stop" mark
+	// that precedes the gap's end, to the last detach or cont after it.
+	var first, last int64
+	inStop := false
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.SplitN(line, " ", 3)
+		if len(f) != 3 || f[0] != "livefix-trace" {
+			continue
+		}
+		t, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			continue
+		}
+		step := f[2]
+		if step == "main" {
+			a.execToMain = time.Duration(t - execMono)
+		}
+		if t <= w[1] && strings.Contains(step, ": stop") {
+			inStop, first, last = true, 0, 0
+		}
+		if inStop && t <= w[1] {
+			switch {
+			case first == 0 && strings.HasPrefix(step, "interrupt "):
+				first = t
+			case first != 0 && (strings.HasPrefix(step, "detach ") || strings.HasPrefix(step, "cont ")):
+				last = t
+			}
+		}
+		if t >= w[0] && t <= w[1] {
+			a.steps = append(a.steps, fmt.Sprintf("+%dµs %s", (t-w[0])/1000, step))
+		}
+	}
+	if first == 0 || last < w[0] {
+		a.lead = a.gap // no stop inside the gap
+		return a
+	}
+	first = max(first, w[0])
+	a.lead, a.stop, a.tail = time.Duration(first-w[0]), time.Duration(last-first), time.Duration(w[1]-last)
+	return a
 }
 
 func median(d []time.Duration) time.Duration {
@@ -203,6 +337,17 @@ func (g *gapd) ask(q string) string {
 		g.tb.Fatalf("gapd: no answer to %q", q)
 	}
 	return ""
+}
+
+// window is when the gap of the last m began and ended (CLOCK_MONOTONIC).
+func (g *gapd) window() [2]int64 {
+	g.tb.Helper()
+	f := strings.Fields(g.ask("w"))
+	var w [2]int64
+	for i := range min(len(f), 2) {
+		w[i], _ = strconv.ParseInt(f[i], 10, 64)
+	}
+	return w
 }
 
 // gap is the longest gap between two calls of check() since the last z.

@@ -117,21 +117,25 @@ const nobody = 65534
 // a time limit, and when ExecHelp
 // runs as root the program runs as nobody, so it can load no module,
 // kexec nothing and trace no process. Call the returned cleanup when
-// done.
-func ExecHelp(bin string, timeout time.Duration) (HelpFunc, func(), error) {
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		return nil, nil, err
-	}
+// done. The programs named by with are copied next to the copy of bin:
+// helpers bin runs from its own directory (livefix's livefix-agent).
+func ExecHelp(bin string, timeout time.Duration, with ...string) (HelpFunc, func(), error) {
 	dir, err := os.MkdirTemp("", "clidoc-")
 	if err != nil {
 		return nil, nil, err
 	}
 	cleanup := func() { os.RemoveAll(dir) }
 	prog := filepath.Join(dir, filepath.Base(bin))
-	if err := os.WriteFile(prog, data, 0o755); err != nil {
-		cleanup()
-		return nil, nil, err
+	for _, src := range append([]string{bin}, with...) {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(src)), data, 0o755); err != nil {
+			cleanup()
+			return nil, nil, err
+		}
 	}
 	var cred *syscall.SysProcAttr
 	if os.Geteuid() == 0 {

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -43,6 +44,8 @@ func Main(m *testing.M) int {
 // slash is a package path inside the module ("e2e/dist/simagent"). The
 // programs are built static (CGO_ENABLED=0) with -trimpath, as packaged.
 // A failed build fails the test, and every later test asking for it.
+// Building livefix also builds livefix-agent next to it: livefix runs its
+// agent commands (register, update, daemon) through that program.
 func Build(t testing.TB, names ...string) string {
 	t.Helper()
 	tools.mu.Lock()
@@ -63,7 +66,11 @@ func Build(t testing.TB, names ...string) string {
 	if err != nil {
 		t.Fatalf("go not on PATH: %v", err)
 	}
-	for _, name := range names {
+	for i := 0; i < len(names); i++ {
+		name := names[i]
+		if name == "livefix" && !slices.Contains(names, "livefix-agent") {
+			names = append(slices.Clone(names), "livefix-agent")
+		}
 		pkg := Module + "/cmd/" + name
 		if strings.Contains(name, "/") {
 			pkg = Module + "/" + name

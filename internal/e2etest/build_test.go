@@ -1,6 +1,7 @@
 package e2etest
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,4 +44,34 @@ func TestBuild(t *testing.T) {
 	if out, err := exec.Command(lf, "--help").CombinedOutput(); err != nil {
 		t.Errorf("livefix --help: %v\n%s", err, out)
 	}
+	// The agent commands run in livefix-agent, built next to livefix:
+	// livefix execs it with the same arguments, so that the help, output
+	// and exit status are the same through either program.
+	for _, args := range [][]string{{"update", "--help"}, {"register", "--help"}, {"daemon", "--help"}, {"update", "--no-such-flag"}} {
+		via, verr := exec.Command(lf, args...).CombinedOutput()
+		direct, derr := exec.Command(filepath.Join(dir, "livefix-agent"), args...).CombinedOutput()
+		if exitCode(verr) != exitCode(derr) || string(via) != string(direct) || len(via) == 0 {
+			t.Errorf("livefix %v: exit %d, %q; livefix-agent: exit %d, %q", args, exitCode(verr), via, exitCode(derr), direct)
+		}
+	}
+	if out, err := exec.Command(lf, "update", "--help").CombinedOutput(); err != nil || !strings.Contains(string(out), "usage: livefix update") {
+		t.Errorf("livefix update --help: %v\n%s", err, out)
+	}
+	// Without livefix-agent the command says what is missing.
+	cmd := exec.Command(lf, "update")
+	cmd.Env = append(os.Environ(), "LIVEFIX_AGENT="+filepath.Join(t.TempDir(), "none"))
+	if out, err := cmd.CombinedOutput(); exitCode(err) != 1 || !strings.Contains(string(out), "livefix update: run") {
+		t.Errorf("livefix update without the agent program: exit %d\n%s", exitCode(err), out)
+	}
+}
+
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
 }

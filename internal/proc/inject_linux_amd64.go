@@ -100,6 +100,7 @@ func (p *Process) ReadMem(addr uint64, b []byte) error {
 // read-only (e.g. text) mappings while attached; it falls back to
 // PTRACE_POKEDATA if that fails (e.g. proc_mem.force_override=never).
 func (p *Process) WriteMem(addr uint64, b []byte) error {
+	markf("write %#x %d", addr, len(b))
 	return p.memIO("write", addr, b, p.mem.WriteAt, unix.PtracePokeData, io.ErrShortWrite)
 }
 
@@ -524,7 +525,9 @@ func (p *Process) syscall(t *thread, nr uintptr, args ...uint64) (uint64, error)
 	if testHookInjected != nil {
 		testHookInjected("set")
 	}
+	markf("inject syscall %d in %d", nr, t.tid)
 	ret, err := p.stepSyscall(t, site)
+	markf("injected syscall %d in %d", nr, t.tid)
 	if err == nil {
 		// From the syscall-exit stop the kernel goes back to user space
 		// without restarting the thread's own interrupted syscall: do

@@ -326,6 +326,11 @@ func (p *Process) endStop(detached bool) {
 // ---- raw ptrace ----
 
 func ptrace(req int, tid int, addr, data uintptr) error {
+	if trace.on.Load() {
+		if n, ok := ptraceName[req]; ok {
+			markf("%s %d", n, tid)
+		}
+	}
 	_, _, e := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(tid), addr, data, 0, 0)
 	if e != 0 {
 		return e
@@ -630,6 +635,7 @@ func (p *Process) event(tid int, ws unix.WaitStatus) {
 		}
 		return
 	}
+	markf("stopped %d", tid)
 	t.stopped = true
 	t.sig = sig
 	t.ourTrap = false

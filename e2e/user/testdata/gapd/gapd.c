@@ -8,6 +8,9 @@
  *   m   the longest gap in ns since the last z, once every worker has
  *       made a call after the m arrived (a thread that was not scheduled
  *       for a while has its gap counted too)
+ *   w   when the longest gap of the last m began and ended:
+ *       "START END", CLOCK_MONOTONIC ns (to set against the steps a
+ *       command traced with LIVEFIX_TRACE=1)
  *   v   check(1) from the main thread: 4, or 5 when patched
  */
 #define _GNU_SOURCE
@@ -20,7 +23,7 @@
 #define MAXW 64
 
 struct worker {
-	long maxgap;
+	long maxgap, gapstart;
 	volatile long last;
 	volatile int reset;
 } __attribute__((aligned(64)));
@@ -50,9 +53,12 @@ static void *work(void *arg)
 		long t = now_ns();
 		if (me->reset) {
 			me->maxgap = 0;
+			me->gapstart = 0;
 			__atomic_store_n(&me->reset, 0, __ATOMIC_RELEASE);
-		} else if (t - last > me->maxgap)
+		} else if (t - last > me->maxgap) {
 			me->maxgap = t - last;
+			me->gapstart = last;
+		}
 		last = t;
 		__atomic_store_n(&me->last, t, __ATOMIC_RELEASE);
 	}
@@ -86,6 +92,7 @@ int main(int argc, char **argv)
 {
 	char line[64];
 	pthread_t t;
+	long wstart = 0, wend = 0;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	nw = argc > 1 ? atol(argv[1]) : 1;
@@ -106,9 +113,15 @@ int main(int argc, char **argv)
 		case 'm':
 			wait_all(called_since, now_ns());
 			for (long i = 0; i < nw; i++)
-				if (w[i].maxgap > m)
+				if (w[i].maxgap > m) {
 					m = w[i].maxgap;
+					wstart = w[i].gapstart;
+					wend = wstart + m;
+				}
 			printf("%ld\n", m);
+			break;
+		case 'w':
+			printf("%ld %ld\n", wstart, wend);
 			break;
 		case 'v':
 			printf("%ld\n", check(1));

@@ -203,31 +203,3 @@ its level and the agent status says so. Honours HTTPS_PROXY and NO_PROXY.`, stde
 	}
 	return exitOK
 }
-
-// agentStatus returns the agent's last view for status and info (nil
-// when the host is not registered or the agent never ran).
-func agentStatus(configFlag string) *agent.Status {
-	cfg, err := agent.LoadConfig(agent.ConfigPath(configFlag))
-	if err != nil {
-		return nil
-	}
-	s, _ := agent.ReadStatus(cfg.StateDir)
-	return s
-}
-
-// printAgentInfo prints the repository's view for livefix info.
-func printAgentInfo(w io.Writer, s *agent.Status) {
-	if s == nil {
-		return
-	}
-	reach := "reachable"
-	if !s.Reachable {
-		reach = "UNREACHABLE (level kept)"
-	}
-	fmt.Fprintf(w, "repository: %s, channel %s, %s\n", s.Repository, s.Channel, reach)
-	fmt.Fprintf(w, "  level:     %d available, %d applied (last check %s)\n", s.AvailableLevel, s.AppliedLevel, s.LastCheck.Local().Format(time.RFC3339))
-	if len(s.CVEs) > 0 {
-		fmt.Fprintf(w, "  fixes:     %s\n", strings.Join(s.CVEs, " "))
-	}
-	fmt.Fprintf(w, "  last:      %s\n\n", s.Result)
-}
