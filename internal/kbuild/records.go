@@ -80,6 +80,13 @@ func (tr *Tree) dirObjectsOf(ctx context.Context, rec *records, mk, dir string) 
 	if d, ok := rec.Dirs[dir]; ok {
 		return d, nil
 	}
+	// A directory without a kbuild file of its own (drivers/gpu/drm/amd)
+	// builds nothing itself; a parent's Makefile may still list its files.
+	if !fileExists(filepath.Join(tr.Dir, dir, "Makefile")) && !fileExists(filepath.Join(tr.Dir, dir, "Kbuild")) {
+		d := dirObjects{Objects: []string{}}
+		rec.Dirs[dir] = d
+		return d, nil
+	}
 	// Makefile.build alone lacks what the top-level and arch Makefiles
 	// export; of that, object lists use only BITS (arch/x86's
 	// entry_$(BITS).o) and the architecture's name.
