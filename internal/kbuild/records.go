@@ -93,7 +93,16 @@ func (tr *Tree) dirObjectsOf(ctx context.Context, rec *records, mk, dir string) 
 	out, err := run(ctx, tr.Dir, "make", "-s", "-f", mk, "obj="+dir, "srctree=.", "objtree=.",
 		"SRCARCH=x86", "ARCH=x86", "BITS="+tr.bits(), "KBUILD_BUILTIN=1", "KBUILD_MODULES=1", "livefix-list")
 	if err != nil {
-		return dirObjects{}, fmt.Errorf("list the objects kbuild builds in %s: %w:%s", dir, err, tail(out, 6))
+		// A Makefile that cannot be read alone is one a parent's
+		// Makefile includes with its own variables
+		// (drivers/gpu/drm/amd/display/dc needs amdgpu's AMDDALPATH):
+		// its directory lists nothing of its own.
+		if ctx.Err() != nil {
+			return dirObjects{}, fmt.Errorf("list the objects kbuild builds in %s: %w", dir, ctx.Err())
+		}
+		d := dirObjects{Objects: []string{}}
+		rec.Dirs[dir] = d
+		return d, nil
 	}
 	var d dirObjects
 	sc := bufio.NewScanner(bytes.NewReader(out))
