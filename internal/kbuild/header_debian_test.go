@@ -106,7 +106,8 @@ func TestHeaderAssemblyDebian(t *testing.T) {
 
 // TestCompiledUnitsDebian asks which units this configuration compiles
 // for real files: the file itself (amdgpu's, whose parent
-// drivers/gpu/drm/amd has no Makefile of its own), the file that
+// drivers/gpu/drm/amd has no Makefile of its own; lib/seq_buf.c of
+// lib/Makefile's lib-y), the file that
 // includes it (kernel/sched/rt.c), or none (fs/proc/task_nommu.c).
 func TestCompiledUnitsDebian(t *testing.T) {
 	tgt := kerneltest.RequireTarget(t)
@@ -123,6 +124,7 @@ func TestCompiledUnitsDebian(t *testing.T) {
 		{"fs/proc/cmdline.c", []string{"fs/proc/cmdline.c"}},
 		{"drivers/gpu/drm/amd/amdgpu/amdgpu_display.c", []string{"drivers/gpu/drm/amd/amdgpu/amdgpu_display.c"}},
 		{"kernel/sched/rt.c", []string{"kernel/sched/build_policy.c"}},
+		{"lib/seq_buf.c", []string{"lib/seq_buf.c"}}, // lib-y, already prefixed by Makefile.lib
 		{"fs/proc/task_nommu.c", nil},
 	} {
 		got, err := tr.CompiledUnits(ctx, c.file)

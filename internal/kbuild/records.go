@@ -22,7 +22,7 @@ import (
 const (
 	objectListsName = "object-lists.json" // in Tree.root: dir -> dirObjects
 	unitDepsName    = "unit-deps.json"    // in Tree.root: unit -> headers it read
-	recordsVersion  = "2"
+	recordsVersion  = "3"
 )
 
 // dirObjects is what kbuild builds in one directory with the tree's
@@ -67,9 +67,10 @@ func (tr *Tree) saveRecords(name string, r *records) error {
 
 // listMakefile asks Makefile.build for a directory's object lists; it is
 // written to a temporary file and run with -f, never into the tree.
+// Makefile.lib has already prefixed lib-y with the directory.
 const listMakefile = `include scripts/Makefile.build
 livefix-list:
-	@echo 'objects: $(real-obj-y) $(real-obj-m) $(addprefix $(obj)/,$(lib-y))'
+	@echo 'objects: $(real-obj-y) $(real-obj-m) $(lib-y)'
 	@echo 'subdirs: $(subdir-ym)'
 `
 
