@@ -58,7 +58,7 @@ func (d *differ) propagate() {
 			}
 			continue
 		}
-		if !d.needFentry() || hasFentry(f.twin) || isInit(f.sec) {
+		if !d.needFentry() || hasFentry(f.twin) || isInit(f.sec) || isExit(f.sec) {
 			continue
 		}
 		if users == nil {
@@ -94,6 +94,8 @@ func (d *differ) propagate() {
 			d.refuse(f.name(), ReasonInitCode+": __init code has already run and been freed; a live patch cannot change it"+because)
 		case f.state == added && isInit(f.sec):
 			d.refuse(f.name(), ReasonInitCode+": a new __init function would never run in a live patch")
+		case (f.state == changed || f.state == private) && isExit(f.sec):
+			d.refuse(f.name(), ReasonExitCode+": __exit code runs only when the module is unloaded and has no ftrace entry, so a live patch cannot change it; the fix takes effect when the module is next loaded"+because)
 		}
 	}
 	d.checkReached()
