@@ -218,7 +218,11 @@ func diffPairsExplained(ctx context.Context, treeDir, modulesDir string, pairs [
 		if err != nil {
 			return nil, fmt.Errorf("diff %s: %w", p.Source, err)
 		}
-		res, err := objdiff.Diff(orig, patched, objdiff.Options{})
+		// A kernel live patch redirects functions through ftrace: every
+		// changed function needs an ftrace entry, also in files compiled
+		// without any (kernel/trace, which does not trace itself), where
+		// the automatic mode would assume a userspace object.
+		res, err := objdiff.Diff(orig, patched, objdiff.Options{Fentry: objdiff.FentryRequired})
 		if err != nil {
 			return nil, fmt.Errorf("diff %s: %w", p.Source, err)
 		}

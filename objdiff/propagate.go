@@ -74,6 +74,9 @@ func (d *differ) propagate() {
 		case len(users.taken[f]) > 0:
 			why = ReasonNoFentry + ": the original has no __fentry__ call and " + strings.Join(users.taken[f], ", ") + " takes its address (" + ReasonAddress + "), which could outlive the patch"
 		}
+		if why != "" && !d.orig.fentry {
+			why += " (nothing in this file has an ftrace entry: it is compiled without ftrace instrumentation, as the tracer's own kernel/trace is)"
+		}
 		if why != "" && !d.forced(f, why) {
 			d.refuse(f.name(), why)
 			continue
