@@ -325,7 +325,7 @@ func runGuest(ctx context.Context, t *testing.T, tgt kbuild.Target, runs []*fixR
 	files := map[string]string{}
 	var mods []string
 	var script strings.Builder
-	script.WriteString(guestScript)
+	script.WriteString("PRELOAD='" + strings.Join(preload, " ") + "'\n" + guestScript)
 	for _, r := range runs {
 		if r.m == nil {
 			continue
@@ -354,7 +354,7 @@ func runGuest(ctx context.Context, t *testing.T, tgt kbuild.Target, runs []*fixR
 		Target:  tgt,
 		Script:  script.String(),
 		Files:   files,
-		Modules: append([]string{"crc32c_generic"}, mods...),
+		Modules: append(slices.Clone(preload), mods...),
 		Memory:  1536,
 		Timeout: 15 * time.Minute,
 		Log:     e2etest.GuestLog(t),
@@ -389,6 +389,10 @@ func runGuest(ctx context.Context, t *testing.T, tgt kbuild.Target, runs []*fixR
 	}
 }
 
+// preload are modules the guest loads before the patches' targets: the
+// crypto they look up by name (soft dependencies).
+var preload = []string{"crc32c_generic", "fcrypt", "pcbc"}
+
 // guestScript defines fix NAME 'OBJS' OBJ/FUNC,POS...: load the module,
 // wait for the transition, check each function's sysfs entry, disable,
 // wait for the unpatch transition and the patch's removal, rmmod. Each
@@ -398,10 +402,11 @@ const guestScript = `
 L=/sys/kernel/livepatch
 # The modules the patches target, with their dependencies; one that
 # cannot be loaded here leaves its patches' objects pending.
-# libcrc32c asks the crypto API for crc32c, a soft dependency that
-# modules.dep does not list: load crc32c_generic first. A second pass
-# retries modules whose own soft dependencies loaded after them.
-insmod /lib/modules/crc32c_generic.ko >/dev/null 2>&1
+# Crypto the modules ask the crypto API for, soft dependencies that
+# modules.dep does not list: libcrc32c needs crc32c, rxrpc's rxkad
+# pcbc(fcrypt). A second pass retries modules whose own soft
+# dependencies loaded after them.
+for m in $PRELOAD; do insmod /lib/modules/$m.ko >/dev/null 2>&1; done
 for pass in 1 2; do
 	while read m; do
 		[ -d /sys/module/$(basename "$m" .ko | tr - _) ] && continue
