@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -201,7 +202,7 @@ func diffPairs(ctx context.Context, treeDir, modulesDir string, pairs []kbuild.O
 // diffPairsExplained is diffPairs that also hands each result to explain
 // (when not nil) before judging it.
 func diffPairsExplained(ctx context.Context, treeDir, modulesDir string, pairs []kbuild.ObjectPair, override map[string]string, explain func(string, *objdiff.Result)) ([]Object, error) {
-	var refusals []string
+	var refusals, removed []string
 	var firstRefused error
 	var objects []Object
 	index := map[string]int{}
@@ -217,7 +218,11 @@ func diffPairsExplained(ctx context.Context, treeDir, modulesDir string, pairs [
 		if err != nil {
 			return nil, fmt.Errorf("diff %s: %w", p.Source, err)
 		}
-		res, err := objdiff.Diff(orig, patched, objdiff.Options{})
+		// A kernel live patch redirects functions through ftrace: every
+		// changed function needs an ftrace entry, also in files compiled
+		// without any (kernel/trace, which does not trace itself), where
+		// the automatic mode would assume a userspace object.
+		res, err := objdiff.Diff(orig, patched, objdiff.Options{Fentry: objdiff.FentryRequired})
 		if err != nil {
 			return nil, fmt.Errorf("diff %s: %w", p.Source, err)
 		}
@@ -226,6 +231,7 @@ func diffPairsExplained(ctx context.Context, treeDir, modulesDir string, pairs [
 		}
 		switch err := res.Err(); {
 		case errors.Is(err, objdiff.ErrNoFunctionalChange):
+			removed = append(removed, removedFuncs(p.Source, orig, patched)...)
 			continue
 		case err != nil:
 			var re *objdiff.RefusedError
@@ -255,6 +261,10 @@ func diffPairsExplained(ctx context.Context, treeDir, modulesDir string, pairs [
 		return nil, &BuildRefusedError{Lines: refusals, Err: firstRefused}
 	}
 	if len(objects) == 0 {
+		if len(removed) > 0 {
+			return nil, fmt.Errorf("the patches change no function; they only remove %s, which a live patch leaves in place (no code the patches change calls it): %w",
+				strings.Join(removed, ", "), objdiff.ErrNoFunctionalChange)
+		}
 		return nil, fmt.Errorf("the patches change no function (only whitespace, comments or line numbers): %w", objdiff.ErrNoFunctionalChange)
 	}
 	return objects, nil
@@ -310,4 +320,23 @@ func (w *stepWatcher) origDone(fallback time.Time) time.Time {
 		return fallback
 	}
 	return w.done
+}
+
+// removedFuncs names the functions of orig that patched no longer has,
+// as "FILE: NAME": a change that only removes code is no functional
+// change for a live patch, and the message says what was removed.
+func removedFuncs(source string, orig, patched *elfobj.File) []string {
+	have := map[string]bool{}
+	for _, s := range patched.Symbols {
+		if s.Type == elf.STT_FUNC {
+			have[s.Name] = true
+		}
+	}
+	var out []string
+	for _, s := range orig.Symbols {
+		if s.Type == elf.STT_FUNC && s.Section != nil && !have[s.Name] {
+			out = append(out, source+": "+s.Name)
+		}
+	}
+	return out
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/livefix/livefix/elfobj"
+	"github.com/livefix/livefix/objdiff"
 )
 
 // tableObject returns an object with a 3-entry __jump_table and a 2-entry
@@ -91,6 +92,10 @@ func TestFilterEarlySections(t *testing.T) {
 	var ek *EarlyKeyError
 	if !errors.As(err, &ek) || len(ek.Keys) != 2 || !strings.Contains(err.Error(), "static key kvm_has_noapic_vcpu") || !strings.Contains(err.Error(), "static call __SCT__kvm_x86_run") {
 		t.Errorf("err = %v, want an *EarlyKeyError naming both", err)
+	}
+	var refused *objdiff.RefusedError
+	if !errors.As(err, &refused) || len(refused.Refused) != 2 || !strings.Contains(refused.Error(), "static key kvm_has_noapic_vcpu: defined by a module") {
+		t.Errorf("err = %v, want a refusal (livefix-build exit 3) naming each key", err)
 	}
 }
 

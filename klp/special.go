@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/livefix/livefix/elfobj"
+	"github.com/livefix/livefix/objdiff"
 )
 
 // earlyTable is a special section the 6.1 kernel processes when the patch
@@ -44,6 +45,18 @@ type EarlyKeyError struct {
 func (e *EarlyKeyError) Error() string {
 	return fmt.Sprintf("the patched code of module %s uses %s, defined by a module: the kernel sets up the live patch's jump labels and static calls when it loads, before the module's symbols are resolved, so these cannot be kept (tracepoints are dropped from the patched copy, other keys are refused); leave the code using them unchanged, or patch a caller",
 		e.Object, strings.Join(e.Keys, ", "))
+}
+
+// Unwrap makes the error a refusal (livefix-build exits 3, not 1): the
+// 6.1 kernel cannot run such a patch, so it is a change that cannot be
+// live patched as written, not a failure of the build.
+func (e *EarlyKeyError) Unwrap() error {
+	re := &objdiff.RefusedError{}
+	for _, k := range e.Keys {
+		re.Refused = append(re.Refused, objdiff.Refusal{Symbol: k,
+			Reason: "defined by a module and used by the patched code of " + e.Object + "; the kernel sets up a live patch's jump labels and static calls before a module's symbols are resolved"})
+	}
+	return re
 }
 
 // filterEarlySections removes from a unit of a patch to a module object

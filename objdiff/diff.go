@@ -15,6 +15,7 @@ const (
 	ReasonDataSize = "data size changed"
 	ReasonDataInit = "data initial value changed"
 	ReasonInitCode = "init code changed"
+	ReasonExitCode = "exit code changed"
 	ReasonInitData = "init data changed"
 	ReasonNoFentry = "no fentry"
 	ReasonSection  = "unsupported section"
@@ -204,6 +205,12 @@ func (d *differ) refuse(sym, reason string) {
 
 func isInit(sec *elfobj.Section) bool {
 	return strings.HasPrefix(sec.Name, ".init.") || sec.Name == ".init"
+}
+
+// isExit reports a module's __exit code (.exit.text): notrace, run only
+// when the module is unloaded, discarded from vmlinux.
+func isExit(sec *elfobj.Section) bool {
+	return strings.HasPrefix(sec.Name, ".exit.") || sec.Name == ".exit"
 }
 
 // isFragment reports a part of a function split off by gcc (foo.cold),

@@ -58,7 +58,7 @@ func (d *differ) propagate() {
 			}
 			continue
 		}
-		if !d.needFentry() || hasFentry(f.twin) || isInit(f.sec) {
+		if !d.needFentry() || hasFentry(f.twin) || isInit(f.sec) || isExit(f.sec) {
 			continue
 		}
 		if users == nil {
@@ -73,6 +73,9 @@ func (d *differ) propagate() {
 				" (and " + ReasonAddress + "), so the running kernel would keep calling the old copy; patch the code that installs it instead"
 		case len(users.taken[f]) > 0:
 			why = ReasonNoFentry + ": the original has no __fentry__ call and " + strings.Join(users.taken[f], ", ") + " takes its address (" + ReasonAddress + "), which could outlive the patch"
+		}
+		if why != "" && !d.orig.fentry {
+			why += " (nothing in this file has an ftrace entry: it is compiled without ftrace instrumentation, as the tracer's own kernel/trace is)"
 		}
 		if why != "" && !d.forced(f, why) {
 			d.refuse(f.name(), why)
@@ -94,6 +97,8 @@ func (d *differ) propagate() {
 			d.refuse(f.name(), ReasonInitCode+": __init code has already run and been freed; a live patch cannot change it"+because)
 		case f.state == added && isInit(f.sec):
 			d.refuse(f.name(), ReasonInitCode+": a new __init function would never run in a live patch")
+		case (f.state == changed || f.state == private) && isExit(f.sec):
+			d.refuse(f.name(), ReasonExitCode+": __exit code runs only when the module is unloaded and has no ftrace entry, so a live patch cannot change it; the fix takes effect when the module is next loaded"+because)
 		}
 	}
 	d.checkReached()

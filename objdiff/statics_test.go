@@ -1,6 +1,8 @@
 package objdiff
 
 import (
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -159,5 +161,47 @@ func TestAddressTakenOriginal(t *testing.T) {
 	}
 	if toCopy[".text.run_now"] == 0 {
 		t.Errorf("run_now does not call the included copy: %v", toCopy)
+	}
+}
+
+// TestFentryRequiredUninstrumented compiles a case without -pg -mfentry,
+// as kbuild compiles kernel/trace: the automatic mode takes the object
+// for a userspace one and needs no ftrace entry, while a kernel live
+// patch (FentryRequired, what klp uses) refuses the changed global
+// function and says that the whole file is uninstrumented.
+func TestFentryRequiredUninstrumented(t *testing.T) {
+	tmp := t.TempDir()
+	var objs []*elfobj.File
+	for _, name := range []string{"orig", "patched"} {
+		out := filepath.Join(tmp, name+".o")
+		var flags []string
+		for _, f := range corpusFlags {
+			if f != "-pg" && f != "-mfentry" {
+				flags = append(flags, f)
+			}
+		}
+		args := append(flags, "-o", out, filepath.Join("testdata/cases/02-constant-changed", name+".c"))
+		if b, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
+			t.Fatalf("gcc %s: %v\n%s", strings.Join(args, " "), err, b)
+		}
+		f, err := elfobj.Open(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs = append(objs, f)
+	}
+	auto, err := Diff(objs[0], objs[1], Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auto.Err() != nil {
+		t.Errorf("automatic mode: %v, want a patchable change", auto.Err())
+	}
+	req, err := Diff(objs[0], objs[1], Options{Fentry: FentryRequired})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := req.Err(); err == nil || !strings.Contains(err.Error(), ReasonNoFentry) || !strings.Contains(err.Error(), "compiled without ftrace instrumentation") {
+		t.Errorf("FentryRequired: %v, want no fentry, naming the uninstrumented file", err)
 	}
 }

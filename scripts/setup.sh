@@ -151,3 +151,26 @@ if [[ ! -s $dbgvmlinux ]]; then
 	"${sudo[@]}" rm -rf "$tmp" "$deb"
 fi
 log "ok: vmlinux with symbols at $dbgvmlinux"
+
+# The real-fix corpus (e2e/realfix): real Linux 6.1 stable fixes are the
+# differences between Debian's packaged source trees. The source tarball
+# (usr/src/linux-source-6.1.tar.xz) of two older linux-source-6.1 packages
+# is extracted from each .deb into the cache; the .deb is removed. The test
+# takes the few files it needs from those tarballs.
+realfix_dir="${LIVEFIX_CACHE:-/var/cache/livefix}/realfix"
+for version in 6.1.190-1 6.1.192-1; do
+	tarball="$realfix_dir/$version/linux-source-6.1.tar.xz"
+	[[ -s $tarball ]] && continue
+	log "downloading linux-source-6.1=$version (about 140 MB) for the real-fix corpus"
+	"${sudo[@]}" rm -rf "$realfix_dir/$version.part"
+	"${sudo[@]}" mkdir -p "$realfix_dir/$version.part"
+	(cd "$realfix_dir/$version.part" && "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 download -qq "linux-source-6.1=$version") ||
+		die "apt-get download linux-source-6.1=$version failed; is it still in the bookworm archive (apt-cache policy linux-source-6.1)?"
+	deb=$(compgen -G "$realfix_dir/$version.part/linux-source-6.1_*.deb" | head -n 1) || die "no linux-source-6.1 .deb in $realfix_dir/$version.part"
+	{ dpkg-deb --fsys-tarfile "$deb" | "${sudo[@]}" tar -x -C "$realfix_dir/$version.part" --occurrence=1 ./usr/src/linux-source-6.1.tar.xz; } || true
+	[[ -s $realfix_dir/$version.part/usr/src/linux-source-6.1.tar.xz ]] || die "$deb has no usr/src/linux-source-6.1.tar.xz"
+	"${sudo[@]}" mkdir -p "$realfix_dir/$version"
+	"${sudo[@]}" mv "$realfix_dir/$version.part/usr/src/linux-source-6.1.tar.xz" "$tarball"
+	"${sudo[@]}" rm -rf "$realfix_dir/$version.part"
+done
+log "ok: linux-source-6.1 6.1.190-1 and 6.1.192-1 tarballs in $realfix_dir"

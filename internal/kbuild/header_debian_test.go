@@ -116,3 +116,37 @@ func TestHeaderAssemblyDebian(t *testing.T) {
 		t.Fatalf("calling.h was not restored (%v)", err)
 	}
 }
+
+// TestCompiledUnitsDebian asks which units this configuration compiles
+// for real files: the file itself (amdgpu's, whose parent
+// drivers/gpu/drm/amd has no Makefile of its own; lib/seq_buf.c of
+// lib/Makefile's lib-y), the file that
+// includes it (kernel/sched/rt.c), or none (fs/proc/task_nommu.c).
+func TestCompiledUnitsDebian(t *testing.T) {
+	tgt := kerneltest.RequireTarget(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	tr, err := kbuild.Prepare(ctx, tgt, logWriter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		file string
+		want []string
+	}{
+		{"fs/proc/cmdline.c", []string{"fs/proc/cmdline.c"}},
+		{"drivers/gpu/drm/amd/amdgpu/amdgpu_display.c", []string{"drivers/gpu/drm/amd/amdgpu/amdgpu_display.c"}},
+		{"kernel/sched/rt.c", []string{"kernel/sched/build_policy.c"}},
+		{"lib/seq_buf.c", []string{"lib/seq_buf.c"}}, // lib-y, already prefixed by Makefile.lib
+		{"fs/proc/task_nommu.c", nil},
+	} {
+		got, err := tr.CompiledUnits(ctx, c.file)
+		if err != nil {
+			t.Errorf("%s: %v", c.file, err)
+			continue
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s: compiled units %v, want %v", c.file, got, c.want)
+		}
+	}
+}

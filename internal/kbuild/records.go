@@ -22,7 +22,7 @@ import (
 const (
 	objectListsName = "object-lists.json" // in Tree.root: dir -> dirObjects
 	unitDepsName    = "unit-deps.json"    // in Tree.root: unit -> headers it read
-	recordsVersion  = "2"
+	recordsVersion  = "3"
 )
 
 // dirObjects is what kbuild builds in one directory with the tree's
@@ -67,9 +67,10 @@ func (tr *Tree) saveRecords(name string, r *records) error {
 
 // listMakefile asks Makefile.build for a directory's object lists; it is
 // written to a temporary file and run with -f, never into the tree.
+// Makefile.lib has already prefixed lib-y with the directory.
 const listMakefile = `include scripts/Makefile.build
 livefix-list:
-	@echo 'objects: $(real-obj-y) $(real-obj-m) $(addprefix $(obj)/,$(lib-y))'
+	@echo 'objects: $(real-obj-y) $(real-obj-m) $(lib-y)'
 	@echo 'subdirs: $(subdir-ym)'
 `
 
@@ -80,13 +81,29 @@ func (tr *Tree) dirObjectsOf(ctx context.Context, rec *records, mk, dir string) 
 	if d, ok := rec.Dirs[dir]; ok {
 		return d, nil
 	}
+	// A directory without a kbuild file of its own (drivers/gpu/drm/amd)
+	// builds nothing itself; a parent's Makefile may still list its files.
+	if !fileExists(filepath.Join(tr.Dir, dir, "Makefile")) && !fileExists(filepath.Join(tr.Dir, dir, "Kbuild")) {
+		d := dirObjects{Objects: []string{}}
+		rec.Dirs[dir] = d
+		return d, nil
+	}
 	// Makefile.build alone lacks what the top-level and arch Makefiles
 	// export; of that, object lists use only BITS (arch/x86's
 	// entry_$(BITS).o) and the architecture's name.
 	out, err := run(ctx, tr.Dir, "make", "-s", "-f", mk, "obj="+dir, "srctree=.", "objtree=.",
 		"SRCARCH=x86", "ARCH=x86", "BITS="+tr.bits(), "KBUILD_BUILTIN=1", "KBUILD_MODULES=1", "livefix-list")
 	if err != nil {
-		return dirObjects{}, fmt.Errorf("list the objects kbuild builds in %s: %w:%s", dir, err, tail(out, 6))
+		// A Makefile that cannot be read alone is one a parent's
+		// Makefile includes with its own variables
+		// (drivers/gpu/drm/amd/display/dc needs amdgpu's AMDDALPATH):
+		// its directory lists nothing of its own.
+		if ctx.Err() != nil {
+			return dirObjects{}, fmt.Errorf("list the objects kbuild builds in %s: %w", dir, ctx.Err())
+		}
+		d := dirObjects{Objects: []string{}}
+		rec.Dirs[dir] = d
+		return d, nil
 	}
 	var d dirObjects
 	sc := bufio.NewScanner(bytes.NewReader(out))

@@ -1,6 +1,8 @@
 package kbuild
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path"
 	"path/filepath"
@@ -98,4 +100,16 @@ func recordedObject(out, rel string) string {
 		return ""
 	}
 	return strings.ReplaceAll(m[1], "-", "_")
+}
+
+// CompiledUnits returns the translation units this tree's configuration
+// compiles for the .c file rel (tree-relative): the file itself, or the
+// .c files that #include it, kept when kbuild's own object lists build
+// them (for vmlinux or a module). Empty means the configuration does not
+// compile rel.
+func (tr *Tree) CompiledUnits(ctx context.Context, rel string) ([]string, error) {
+	if tr == nil || tr.root == "" {
+		return nil, errors.New("compiled units: tree was not made by Prepare")
+	}
+	return tr.builtUnits(ctx, tr.unitsOf(rel))
 }
