@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/livefix/livefix/agent"
+	"github.com/livefix/livefix/internal/cli"
 	"github.com/livefix/livefix/kernelpatch"
 )
 
@@ -54,7 +55,7 @@ beside it.`, stderr)
 	channel := fs.String("channel", "", "channel: stable (default) or test")
 	stateDir := fs.String("state-dir", "", "agent state directory (default /var/lib/livefix)")
 	config := fs.String("config", "", "configuration file (default $LIVEFIX_AGENT_CONFIG or /etc/livefix/agent.toml)")
-	if _, code, ok := parseArgs(fs, args, 0); !ok {
+	if _, code, ok := cli.ParseArgs(fs, "livefix", args, 0); !ok {
 		return code
 	}
 	if *server == "" {
@@ -92,7 +93,7 @@ patch for another kernel).`, stderr)
 	dry := fs.Bool("dry-run", false, "decide and report, download and apply nothing")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	config := fs.String("config", "", "configuration file")
-	if _, code, ok := parseArgs(fs, args, 0); !ok {
+	if _, code, ok := cli.ParseArgs(fs, "livefix", args, 0); !ok {
 		return code
 	}
 	a, err := loadAgent(*config, stderr)
@@ -182,7 +183,7 @@ when auto_update is true. When the repository is unreachable the host keeps
 its level and the agent status says so. Honours HTTPS_PROXY and NO_PROXY.`, stderr)
 	config := fs.String("config", "", "configuration file")
 	poll := fs.Duration("poll", 0, "override poll_interval")
-	if _, code, ok := parseArgs(fs, args, 0); !ok {
+	if _, code, ok := cli.ParseArgs(fs, "livefix", args, 0); !ok {
 		return code
 	}
 	a, err := loadAgent(*config, stdout)

@@ -13,7 +13,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -68,23 +67,6 @@ func main() {
 		code = exitBadInput
 	}
 	os.Exit(code)
-}
-
-// parseArgs parses flags placed before, between or after the positional
-// arguments and checks their number (as livefix's).
-func parseArgs(fs *flag.FlagSet, args []string, npos int) ([]string, int, bool) {
-	pos, err := cli.Parse(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil, exitOK, false
-	}
-	if err != nil {
-		return nil, exitBadInput, false
-	}
-	if len(pos) != npos {
-		fmt.Fprintf(fs.Output(), "livefix %s: want %d argument(s), got %d (see --help)\n", fs.Name(), npos, len(pos))
-		return nil, exitBadInput, false
-	}
-	return pos, exitOK, true
 }
 
 func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/livefix/livefix/hostconfig"
+	"github.com/livefix/livefix/internal/cli"
 	"github.com/livefix/livefix/kernelpatch"
 )
 
@@ -58,7 +59,7 @@ func runBoot(args []string, stdout, stderr io.Writer) int {
 	timeout := fs.Duration("timeout", 60*time.Second, "give up on the patching transition after this long, and undo it")
 	config := configFlag(fs)
 	sf := addStateFlags(fs)
-	if _, code, ok := parseArgs(fs, args, 0); !ok {
+	if _, code, ok := cli.ParseArgs(fs, "livefix", args, 0); !ok {
 		return code
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -7,13 +7,15 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/livefix/livefix/internal/cli"
 )
 
 func runInfo(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("info", "info [--json] [--state-dir DIR]", stderr)
 	asJSON := fs.Bool("json", false, "print the patches as JSON")
 	sf := addStateFlags(fs)
-	if _, code, ok := parseArgs(fs, args, 0); !ok {
+	if _, code, ok := cli.ParseArgs(fs, "livefix", args, 0); !ok {
 		return code
 	}
 	m := sf.manager()

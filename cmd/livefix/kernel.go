@@ -79,23 +79,6 @@ func runKernel(args []string, stdout, stderr io.Writer) int {
 	return exitBadInput
 }
 
-// parseArgs parses flags placed before, between or after the positional
-// arguments and checks their number.
-func parseArgs(fs *flag.FlagSet, args []string, npos int) ([]string, int, bool) {
-	pos, err := cli.Parse(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil, exitOK, false
-	}
-	if err != nil {
-		return nil, exitBadInput, false
-	}
-	if len(pos) != npos {
-		fmt.Fprintf(fs.Output(), "livefix %s: want %d argument(s), got %d (see --help)\n", fs.Name(), npos, len(pos))
-		return nil, exitBadInput, false
-	}
-	return pos, exitOK, true
-}
-
 func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	return cli.NewFlagSet(name, "usage: livefix "+synopsis, stderr)
 }
@@ -276,7 +259,7 @@ func kernelList(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs := newFlags("kernel list", "kernel list [--json]", stderr)
 	asJSON := fs.Bool("json", false, "print the patches as JSON")
 	sf := addStateFlags(fs)
-	if _, code, ok := parseArgs(fs, args, 0); !ok {
+	if _, code, ok := cli.ParseArgs(fs, "livefix", args, 0); !ok {
 		return code
 	}
 	reconcileReadOnly(ctx, sf.manager(), stderr)
@@ -335,7 +318,7 @@ func kernelVersion(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs := newFlags("kernel version", "kernel version [--json]", stderr)
 	asJSON := fs.Bool("json", false, "print release, level and version as JSON")
 	sf := addStateFlags(fs)
-	if _, code, ok := parseArgs(fs, args, 0); !ok {
+	if _, code, ok := cli.ParseArgs(fs, "livefix", args, 0); !ok {
 		return code
 	}
 	reconcileReadOnly(ctx, sf.manager(), stderr)

@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/livefix/livefix/hoststate"
+	"github.com/livefix/livefix/internal/cli"
 	"github.com/livefix/livefix/kexec"
 )
 
@@ -18,7 +19,7 @@ func kernelKexec(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	appendArgs := fs.String("append", "", "words to add to the current kernel command line")
 	loadOnly := fs.Bool("load-only", false, "load the kernel but do not jump into it (then: systemctl kexec)")
 	sf := addStateFlags(fs)
-	if _, code, ok := parseArgs(fs, args, 0); !ok {
+	if _, code, ok := cli.ParseArgs(fs, "livefix", args, 0); !ok {
 		return code
 	}
 	ks := newKexecSystem()

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/livefix/livefix/agent/agentstatus"
+	"github.com/livefix/livefix/internal/cli"
 	"github.com/livefix/livefix/kernelpatch"
 )
 
@@ -35,7 +36,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	prom := fs.Bool("prometheus", false, "print Prometheus textfile-collector metrics")
 	config := configFlag(fs)
 	sf := addStateFlags(fs)
-	if _, code, ok := parseArgs(fs, args, 0); !ok {
+	if _, code, ok := cli.ParseArgs(fs, "livefix", args, 0); !ok {
 		return code
 	}
 	if *asJSON && *prom {

@@ -4,10 +4,15 @@
 package cli
 
 import (
+	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"strings"
 )
+
+// ExitUsage is the exit status of a command given bad flags or arguments.
+const ExitUsage = 2
 
 // NewFlagSet returns a flag set that reports errors instead of exiting
 // and prints usage (the command's synopsis and description) followed by
@@ -42,4 +47,24 @@ func Parse(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, rest[0])
 		args = rest[1:]
 	}
+}
+
+// ParseArgs is Parse for a command that takes exactly n positional
+// arguments, as the livefix programs' subcommands do. ok is false when the
+// command must stop without running: after --help (code 0) or on a bad
+// flag or argument count (code ExitUsage, the reason already printed to
+// the flag set's output as "PROGRAM NAME: ...").
+func ParseArgs(fs *flag.FlagSet, program string, args []string, n int) (pos []string, code int, ok bool) {
+	pos, err := Parse(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil, 0, false
+	}
+	if err != nil {
+		return nil, ExitUsage, false
+	}
+	if len(pos) != n {
+		fmt.Fprintf(fs.Output(), "%s %s: want %d argument(s), got %d (see --help)\n", program, fs.Name(), n, len(pos))
+		return nil, ExitUsage, false
+	}
+	return pos, 0, true
 }

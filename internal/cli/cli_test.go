@@ -58,3 +58,32 @@ func TestUsage(t *testing.T) {
 		t.Errorf("usage output %q", got)
 	}
 }
+
+func TestParseArgs(t *testing.T) {
+	tests := []struct {
+		args     []string
+		wantPos  []string
+		wantCode int
+		wantOK   bool
+		wantMsg  string
+	}{
+		{[]string{"a.ko"}, []string{"a.ko"}, 0, true, ""},
+		{[]string{"-v", "a.ko"}, []string{"a.ko"}, 0, true, ""},
+		{[]string{"--help"}, nil, 0, false, "usage: prog x"},
+		{[]string{"--nope", "a.ko"}, nil, ExitUsage, false, "flag provided but not defined"},
+		{[]string{}, nil, ExitUsage, false, "prog x: want 1 argument(s), got 0"},
+		{[]string{"a", "b"}, nil, ExitUsage, false, "prog x: want 1 argument(s), got 2"},
+	}
+	for _, tt := range tests {
+		var out strings.Builder
+		fs := NewFlagSet("x", "usage: prog x FILE", &out)
+		fs.Bool("v", false, "verbose")
+		pos, code, ok := ParseArgs(fs, "prog", tt.args, 1)
+		if ok != tt.wantOK || code != tt.wantCode || strings.Join(pos, " ") != strings.Join(tt.wantPos, " ") {
+			t.Errorf("ParseArgs(%q) = %q, %d, %v; want %q, %d, %v", tt.args, pos, code, ok, tt.wantPos, tt.wantCode, tt.wantOK)
+		}
+		if !strings.Contains(out.String(), tt.wantMsg) {
+			t.Errorf("ParseArgs(%q) printed %q, want it to contain %q", tt.args, out.String(), tt.wantMsg)
+		}
+	}
+}
