@@ -282,24 +282,18 @@ func TestCorpus(t *testing.T) {
 
 type fixSources struct{ old, new string }
 
-// extractCorpus unpacks each fix's old and new file into dir and checks
-// their digests against the corpus.
-func extractCorpus(ctx context.Context, t *testing.T, tgt kbuild.Target, fixes []Fix, dir string) map[string]fixSources {
-	t.Helper()
-	byVersion := map[string][]string{}
-	for _, f := range fixes {
-		byVersion[f.From] = append(byVersion[f.From], f.Path)
-		byVersion[packagedVersion] = append(byVersion[packagedVersion], f.Path)
-	}
+// extractVersions runs extract for every version at once (each tarball
+// decompresses on its own core) and returns the source root per version.
+func extractVersions(ctx context.Context, tgt kbuild.Target, dir string, members map[string][]string, wild bool) (map[string]string, error) {
 	roots := map[string]string{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	errs := make(chan error, len(byVersion))
-	for v, members := range byVersion {
+	errs := make(chan error, len(members))
+	for v, m := range members {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			root, err := extract(ctx, tgt, v, dir, members, false)
+			root, err := extract(ctx, tgt, v, dir, m, wild)
 			if err != nil {
 				errs <- err
 				return
@@ -311,7 +305,24 @@ func extractCorpus(ctx context.Context, t *testing.T, tgt kbuild.Target, fixes [
 	}
 	wg.Wait()
 	close(errs)
+	var all []error
 	for err := range errs {
+		all = append(all, err)
+	}
+	return roots, errors.Join(all...)
+}
+
+// extractCorpus unpacks each fix's old and new file into dir and checks
+// their digests against the corpus.
+func extractCorpus(ctx context.Context, t *testing.T, tgt kbuild.Target, fixes []Fix, dir string) map[string]fixSources {
+	t.Helper()
+	byVersion := map[string][]string{}
+	for _, f := range fixes {
+		byVersion[f.From] = append(byVersion[f.From], f.Path)
+		byVersion[packagedVersion] = append(byVersion[packagedVersion], f.Path)
+	}
+	roots, err := extractVersions(ctx, tgt, dir, byVersion, false)
+	if err != nil {
 		t.Fatal(err)
 	}
 	srcs := map[string]fixSources{}
@@ -338,27 +349,9 @@ func extractCorpus(ctx context.Context, t *testing.T, tgt kbuild.Target, fixes [
 func selectCorpus(ctx context.Context, t *testing.T, tgt kbuild.Target) *Corpus {
 	t.Helper()
 	dir := t.TempDir()
-	roots := map[string]string{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	errs := make(chan error, 3)
-	for _, v := range []string{oldVersion, debianVersion, packagedVersion} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			root, err := extract(ctx, tgt, v, dir, []string{"*.c"}, true)
-			if err != nil {
-				errs <- err
-				return
-			}
-			mu.Lock()
-			roots[v] = root
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	all := []string{"*.c"}
+	roots, err := extractVersions(ctx, tgt, dir, map[string][]string{oldVersion: all, debianVersion: all, packagedVersion: all}, true)
+	if err != nil {
 		t.Fatal(err)
 	}
 	files := map[string]map[string]bool{}
