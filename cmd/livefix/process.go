@@ -122,6 +122,11 @@ func processChange(sub string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "livefix process %s: bad pid %d\n", sub, *pid)
 		return exitBadInput
 	}
+	if *pid != 0 {
+		// Keep off the CPUs the target's threads are running on, so
+		// that this command (at nice -20) never preempts them.
+		ulp.AvoidCPUsOf(*pid)
+	}
 	opts := ulp.Options{StateDir: *stateDir, Timeout: *timeout, IncludeInit: *includeInit,
 		Notify: func(pid int, note string) { fmt.Fprintf(stderr, "livefix process %s: pid %d: %s\n", sub, pid, note) }}
 	var results []processResult
