@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/livefix/livefix/hoststate"
 )
 
 // DefaultConfigPath is where register writes the agent's configuration.
@@ -25,7 +27,7 @@ const DefaultConfigPath = "/etc/livefix/agent.toml"
 
 // DefaultStateDir is the agent's default state directory (the host's
 // persistent state directory; the agent uses STATE/agent/).
-const DefaultStateDir = "/var/lib/livefix"
+const DefaultStateDir = hoststate.DefaultRoot
 
 // ConfigPath returns the configuration path: flag, then
 // LIVEFIX_AGENT_CONFIG, then DefaultConfigPath.
