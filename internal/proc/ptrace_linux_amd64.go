@@ -22,8 +22,10 @@ type AttachOptions struct {
 	// and an injected syscall completing. Zero means 2s.
 	Timeout time.Duration
 	// NoBoost keeps the tracer thread at normal priority. By default it
-	// runs at nice -20 (if permitted) to keep stop-the-world pauses short
-	// when the target has more runnable threads than there are CPUs.
+	// runs under SCHED_FIFO at the lowest real-time priority, else (not
+	// permitted) at nice -20, to keep stop-the-world pauses short when
+	// the target has more runnable threads than there are CPUs (see
+	// boostTracer).
 	NoBoost bool
 	// OneThread makes the attach stop only one thread (see StopOne); the
 	// others are seized but keep running.
@@ -59,6 +61,12 @@ type thread struct {
 	// was stopped by SIGSTOP & co. before or while we were attached).
 	group unix.Signal
 	held  []heldSignal
+	// waitMark is the thread's run delay just before the stop's
+	// interrupts (marked: it was read), owed how much it grew until the
+	// thread stopped: how long it had been waiting for a CPU
+	// (restart_linux_amd64.go).
+	waitMark, owed uint64
+	marked         bool
 }
 
 // Process is a process under ptrace control. Create it with Attach. All
@@ -102,6 +110,11 @@ type Process struct {
 	noQuery   bool          // PROCMAP_QUERY is not available
 	// noSiteSearch (tests) forces the write-at-rip syscall fallback.
 	noSiteSearch bool
+	// realtime: the tracer thread runs under SCHED_FIFO (boostTracer), so
+	// its waits sleep instead of yielding.
+	realtime bool
+	// schedFiles are the open schedstat files of threads (runDelay).
+	schedFiles map[int]int
 }
 
 // SIGCHLD fan-out: one process-wide subscription, so attaching and
@@ -205,10 +218,7 @@ func (p *Process) loop() {
 	p.worker.Store(int32(unix.Gettid()))
 	defer p.worker.Store(0)
 	if !p.opts.NoBoost {
-		// Best effort (needs CAP_SYS_NICE): when restarting threads, each
-		// woken target thread would otherwise preempt the tracer and
-		// stretch the pause by a scheduler time slice.
-		unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), -20)
+		p.realtime = boostTracer()
 	}
 	// Short sleeps in waitFor should be short: the default 50µs timer
 	// slack would add to every wait. Per thread, and this thread dies with
@@ -390,13 +400,15 @@ func (p *Process) attach() error {
 			return err
 		}
 	} else {
-		p.beginStop()
+		// Seize them all running, then stop them as any later stop does
+		// (their waits marked first, for the restart order).
 		for _, tid := range tids {
-			if _, err := p.seize(tid, true); err != nil {
+			if _, err := p.seize(tid, false); err != nil {
 				return err
 			}
 		}
-		if err := p.settle(); err != nil {
+		p.running = true
+		if err := p.stopRunning(); err != nil {
 			return err
 		}
 	}
@@ -569,12 +581,18 @@ func (p *Process) waitFor(cond func() bool, what string) error {
 		}
 		// Stops normally arrive within microseconds: yield (letting
 		// target threads on this CPU run) for a while, then back off
-		// up to 1ms so a slow target does not cost a busy core.
-		if now.Sub(start) < 200*time.Microsecond {
+		// up to 1ms so a slow target does not cost a busy core. A
+		// real-time tracer's yield lets no target thread run, so it
+		// sleeps from the start, and at most 100µs at a time: each wake
+		// preempts a target thread only for the check.
+		longest := time.Millisecond
+		if p.realtime {
+			longest = 100 * time.Microsecond
+		} else if now.Sub(start) < 200*time.Microsecond {
 			unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 			continue
 		}
-		sleep = min(max(2*sleep, 10*time.Microsecond), time.Millisecond)
+		sleep = min(max(2*sleep, 10*time.Microsecond), longest)
 		ts := unix.NsecToTimespec(sleep.Nanoseconds())
 		unix.Nanosleep(&ts, nil)
 	}
@@ -725,7 +743,7 @@ func (p *Process) Resume() error {
 			return nil
 		}
 		var errs []error
-		for _, t := range p.threads {
+		for _, t := range p.restartOrder() {
 			if t.stopped {
 				if err := p.restart(t, false); err != nil {
 					errs = append(errs, err)
@@ -763,6 +781,7 @@ func (p *Process) Stop() error {
 func (p *Process) stopRunning() error {
 	p.collect() // service stops that are already reported
 	p.running = false
+	p.markWaits()
 	p.beginStop()
 	for tid, t := range p.threads {
 		if !t.stopped {
@@ -774,6 +793,7 @@ func (p *Process) stopRunning() error {
 	if err := p.settle(); err != nil {
 		return err
 	}
+	p.measureWaits()
 	p.mu.Lock()
 	p.stopped = true
 	p.mu.Unlock()
@@ -885,14 +905,14 @@ func (p *Process) DetachAllBut(tid int) error {
 			}
 		}
 		var errs []error
-		for id, t := range p.threads {
+		for _, t := range p.restartOrder() {
 			if t == keep || !t.stopped {
 				continue
 			}
 			if err := p.restart(t, true); err != nil {
 				errs = append(errs, err)
 			}
-			delete(p.threads, id)
+			delete(p.threads, t.tid)
 		}
 		p.syncThreads()
 		p.endStop(false)
@@ -942,14 +962,14 @@ func (p *Process) release() error {
 	// other thread has stopped too.
 	deadline := time.Now().Add(p.opts.Timeout / 4)
 	for {
-		for tid, t := range p.threads {
+		for _, t := range p.restartOrder() {
 			if !t.stopped {
 				continue
 			}
 			if err := p.restart(t, true); err != nil {
 				errs = append(errs, err)
 			}
-			delete(p.threads, tid)
+			delete(p.threads, t.tid)
 		}
 		if len(p.threads) == 0 || time.Now().After(deadline) {
 			break
@@ -972,5 +992,6 @@ func (p *Process) release() error {
 	if p.mapsFile != nil {
 		p.mapsFile.Close()
 	}
+	p.closeSchedFiles()
 	return errors.Join(errs...)
 }
