@@ -212,7 +212,6 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 			spans = append(spans, span{r.Addr, r.Addr + max(r.Size, 1), r.Name})
 		}
 	}
-	defer boost()()
 	defer quietGC()()
 	var ps pauses
 	others := append([]Applied(nil), rec.Patches...)
@@ -579,9 +578,6 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, u
 		// covered its code): one thread unmaps it, the others run.
 		return unmapAfter(pr, ps, []Applied{*old}, "the replaced patch ")
 	})
-	if committed {
-		settle() // the target runs again: give its threads their CPUs back
-	}
 	if err != nil && !committed {
 		return nil, attempts, err
 	}
@@ -792,7 +788,6 @@ func unpatchLocked(s *store, pid int, name string, opts Options) ([]*Result, err
 	for _, a := range sel {
 		spans = append(spans, span{a.Region, a.Region + a.TextEnd, "patch " + a.Name})
 	}
-	defer boost()()
 	defer quietGC()()
 	var ps pauses
 	intent := *rec
@@ -874,9 +869,6 @@ func remove(pid int, sel []Applied, spans []span, unw <-chan *unwinder, opts Opt
 		}
 		return unmapAfter(pr, ps, sel, "patch ")
 	})
-	if committed {
-		settle() // the target runs again: give its threads their CPUs back
-	}
 	if err != nil {
 		if committed || pr == nil {
 			return attempts, committed, err

@@ -50,10 +50,10 @@ func runProcess(args []string, stdout, stderr io.Writer) int {
 	}
 	switch sub, rest := args[0], args[1:]; sub {
 	case "patch", "unpatch":
-		// The target's threads compete with this command for the CPUs
-		// (before the stops too): run at the tracer's priority until the
-		// commit, then let the target have its CPUs back.
-		ulp.RaisePriorityUntilCommit(-20)
+		// The command runs at the priority it was started with: what it
+		// does outside the stops takes no more CPU from the target than
+		// any other process would. Inside the stops the tracer thread
+		// runs under SCHED_FIFO (internal/proc).
 		shortCommand()
 		return processChange(sub, rest, stdout, stderr)
 	case "list":
@@ -124,7 +124,8 @@ func processChange(sub string, args []string, stdout, stderr io.Writer) int {
 	}
 	if *pid != 0 {
 		// Keep off the CPUs the target's threads are running on, so
-		// that this command (at nice -20) never preempts them.
+		// that this command (its tracer thread real-time) never
+		// preempts them.
 		ulp.AvoidCPUsOf(*pid)
 	}
 	opts := ulp.Options{StateDir: *stateDir, Timeout: *timeout, IncludeInit: *includeInit,
