@@ -22,20 +22,25 @@ livefix-trace 1009000 exit
 pid 10: patched
 `
 	for _, tc := range []struct {
-		name             string
-		w                [2]int64
-		lead, stop, tail time.Duration
-		steps            int
+		name               string
+		w                  [3]int64 // start, end, thread
+		lead, stop, tail   time.Duration
+		steps              int
+		restart, restarted int
 	}{
-		{"gap over the commit stop", [2]int64{1_007_900, 1_008_700}, 200, 500, 100, 6},
-		{"gap begins inside the stop", [2]int64{1_008_200, 1_008_650}, 0, 400, 50, 3},
-		{"gap before any stop", [2]int64{1_003_000, 1_004_000}, 1000, 0, 0, 0},
-		{"gap over stop 1 only", [2]int64{1_005_050, 1_005_300}, 50, 100, 100, 2},
+		{"gap over the commit stop", [3]int64{1_007_900, 1_008_700, 11}, 200, 500, 100, 6, 2, 2},
+		{"gap begins inside the stop", [3]int64{1_008_200, 1_008_650, 10}, 0, 400, 50, 3, 1, 2},
+		{"gap of a thread the stop did not restart", [3]int64{1_008_200, 1_008_650, 12}, 0, 400, 50, 3, 0, 2},
+		{"gap before any stop", [3]int64{1_003_000, 1_004_000, 10}, 1000, 0, 0, 0, 0, 0},
+		{"gap over stop 1 only", [3]int64{1_005_050, 1_005_300, 10}, 50, 100, 100, 2, 1, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := attribute(exec, tc.w, trace)
 			if a.lead != tc.lead || a.stop != tc.stop || a.tail != tc.tail || len(a.steps) != tc.steps {
 				t.Errorf("attribute = %s; want lead %v stop %v tail %v, %d steps", a, tc.lead, tc.stop, tc.tail, tc.steps)
+			}
+			if a.tid != tc.w[2] || a.restart != tc.restart || a.restarted != tc.restarted {
+				t.Errorf("attribute = %s; want thread %d restarted %d of %d", a, tc.w[2], tc.restart, tc.restarted)
 			}
 			if a.execToMain != 2000 || a.gap != time.Duration(tc.w[1]-tc.w[0]) {
 				t.Errorf("exec to main %v, gap %v", a.execToMain, a.gap)

@@ -236,18 +236,27 @@ type attribution struct {
 	execToGap, execToMain time.Duration
 	steps                 []string // the steps inside the gap, offsets from its start
 	gap                   time.Duration
+	// tid is the worker that saw the gap; restart its place (from 1)
+	// among the threads the stop in the gap restarted, of restarted.
+	tid                int64
+	restart, restarted int
 }
 
 func (a attribution) String() string {
-	return fmt.Sprintf("gap %v = lead %v + stop %v + tail %v, %v after exec; in the gap: %s",
-		a.gap, a.lead, a.stop, a.tail, a.execToGap, strings.Join(a.steps, ", "))
+	where := ""
+	if a.restarted > 0 {
+		where = fmt.Sprintf(" (restarted %d of %d)", a.restart, a.restarted)
+	}
+	return fmt.Sprintf("gap %v of thread %d%s = lead %v + stop %v + tail %v, %v after exec; in the gap: %s",
+		a.gap, a.tid, where, a.lead, a.stop, a.tail, a.execToGap, strings.Join(a.steps, ", "))
 }
 
-// attribute sets the gap [w[0], w[1]] (gapd's w) against the
-// "livefix-trace MONO STEP" lines of a command's output that exec'd at
+// attribute sets the gap [w[0], w[1]] of thread w[2] (gapd's w) against
+// the "livefix-trace MONO STEP" lines of a command's output that exec'd at
 // execMono. With no step inside the gap, all of it is lead.
-func attribute(execMono int64, w [2]int64, out string) attribution {
-	a := attribution{gap: time.Duration(w[1] - w[0]), execToGap: time.Duration(w[0] - execMono)}
+func attribute(execMono int64, w [3]int64, out string) attribution {
+	a := attribution{gap: time.Duration(w[1] - w[0]), execToGap: time.Duration(w[0] - execMono), tid: w[2]}
+	var order []string // threads restarted by the stop, in order
 	// The stop: from the first interrupt after the last "stop" mark
 	// that precedes the gap's end, to the last detach or cont after it.
 	var first, last int64
@@ -266,7 +275,7 @@ func attribute(execMono int64, w [2]int64, out string) attribution {
 			a.execToMain = time.Duration(t - execMono)
 		}
 		if t <= w[1] && strings.Contains(step, ": stop") {
-			inStop, first, last = true, 0, 0
+			inStop, first, last, order = true, 0, 0, nil
 		}
 		if inStop && t <= w[1] {
 			switch {
@@ -274,6 +283,7 @@ func attribute(execMono int64, w [2]int64, out string) attribution {
 				first = t
 			case first != 0 && (strings.HasPrefix(step, "detach ") || strings.HasPrefix(step, "cont ")):
 				last = t
+				order = append(order, strings.Fields(step)[1])
 			}
 		}
 		if t >= w[0] && t <= w[1] {
@@ -286,6 +296,7 @@ func attribute(execMono int64, w [2]int64, out string) attribution {
 	}
 	first = max(first, w[0])
 	a.lead, a.stop, a.tail = time.Duration(first-w[0]), time.Duration(last-first), time.Duration(w[1]-last)
+	a.restart, a.restarted = slices.Index(order, strconv.FormatInt(w[2], 10))+1, len(order)
 	return a
 }
 
@@ -339,12 +350,13 @@ func (g *gapd) ask(q string) string {
 	return ""
 }
 
-// window is when the gap of the last m began and ended (CLOCK_MONOTONIC).
-func (g *gapd) window() [2]int64 {
+// window is when the gap of the last m began and ended (CLOCK_MONOTONIC),
+// and the thread id of the worker that saw it.
+func (g *gapd) window() [3]int64 {
 	g.tb.Helper()
 	f := strings.Fields(g.ask("w"))
-	var w [2]int64
-	for i := range min(len(f), 2) {
+	var w [3]int64
+	for i := range min(len(f), 3) {
 		w[i], _ = strconv.ParseInt(f[i], 10, 64)
 	}
 	return w

@@ -8,9 +8,9 @@
  *   m   the longest gap in ns since the last z, once every worker has
  *       made a call after the m arrived (a thread that was not scheduled
  *       for a while has its gap counted too)
- *   w   when the longest gap of the last m began and ended:
- *       "START END", CLOCK_MONOTONIC ns (to set against the steps a
- *       command traced with LIVEFIX_TRACE=1)
+ *   w   when the longest gap of the last m began and ended, and the
+ *       worker's thread id: "START END TID", CLOCK_MONOTONIC ns (to set
+ *       against the steps a command traced with LIVEFIX_TRACE=1)
  *   v   check(1) from the main thread: 4, or 5 when patched
  */
 #define _GNU_SOURCE
@@ -24,6 +24,7 @@
 
 struct worker {
 	long maxgap, gapstart;
+	int tid;
 	volatile long last;
 	volatile int reset;
 } __attribute__((aligned(64)));
@@ -46,6 +47,7 @@ static long now_ns(void)
 static void *work(void *arg)
 {
 	struct worker *me = arg;
+	me->tid = gettid();
 	long last = now_ns(), sum = 0;
 
 	for (long i = 0;; i++) {
@@ -93,6 +95,7 @@ int main(int argc, char **argv)
 	char line[64];
 	pthread_t t;
 	long wstart = 0, wend = 0;
+	int wtid = 0;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	nw = argc > 1 ? atol(argv[1]) : 1;
@@ -117,11 +120,12 @@ int main(int argc, char **argv)
 					m = w[i].maxgap;
 					wstart = w[i].gapstart;
 					wend = wstart + m;
+					wtid = w[i].tid;
 				}
 			printf("%ld\n", m);
 			break;
 		case 'w':
-			printf("%ld %ld\n", wstart, wend);
+			printf("%ld %ld %d\n", wstart, wend, wtid);
 			break;
 		case 'v':
 			printf("%ld\n", check(1));
