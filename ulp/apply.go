@@ -193,6 +193,7 @@ func applyLocked(s *store, pid int, p *Patch, opts Options) (*Result, error) {
 	// The unwind tables (the .eh_frame of every object) load meanwhile:
 	// the commit stop needs them; nothing before it does.
 	unw := loadUnwinder(pid, v.objs)
+	defer unw.release()
 	proc.Mark("apply: target mapped objects read")
 	pl, err := prepare(p, v)
 	if err != nil {
@@ -431,7 +432,7 @@ type jump struct {
 // unmapped (in the stop at hand, or in a cleanup stop), so that the
 // process is exactly as before. An error with a non-nil Applied means the
 // patch is in place but something after the commit failed.
-func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, unw <-chan *unwinder, opts Options, ps *pauses, intent func(*Applied) error) (a *Applied, attempts int, err error) {
+func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, unw *unwinderLoad, opts Options, ps *pauses, intent func(*Applied) error) (a *Applied, attempts int, err error) {
 	fail := func(err error) error {
 		return fmt.Errorf("pid %d: patch %s (process left unchanged): %w", pid, p.Name, err)
 	}
@@ -541,7 +542,7 @@ func install(pid int, v *view, pl *plan, p *Patch, old *Applied, spans []span, u
 	in := func(stop func(*proc.Process) error) error {
 		return pr.Run(func() error { return stop(pr) })
 	}
-	unwr := <-unw
+	unwr := unw.get()
 	proc.Mark("apply: stop 2 (all threads, commit)")
 	attempts, err = stopSafely(in, spans, unwr, opts, ps, func() error {
 		var cur [5]byte
@@ -609,13 +610,6 @@ func unmapAfter(pr *proc.Process, ps *pauses, sel []Applied, what string) error 
 		err = nil
 	}
 	return errors.Join(merr, err)
-}
-
-// loadUnwinder builds the unwinder of objs in the background.
-func loadUnwinder(pid int, objs []proc.Object) <-chan *unwinder {
-	c := make(chan *unwinder, 1)
-	go func() { c <- newUnwinder(pid, objs) }()
-	return c
 }
 
 // planJumps reads the entries of the functions to redirect (the process
@@ -776,14 +770,11 @@ func unpatchLocked(s *store, pid int, name string, opts Options) ([]*Result, err
 		return nil, fmt.Errorf("pid %d has no patch named %s: %w", pid, name, ErrNotApplied)
 	}
 	// The unwind tables load while the intent is written.
-	var unw <-chan *unwinder
+	unw := noUnwinder()
 	if objs, err := proc.Objects(pid); err == nil {
 		unw = loadUnwinder(pid, objs)
-	} else {
-		none := make(chan *unwinder, 1)
-		none <- nil
-		unw = none
 	}
+	defer unw.release()
 	var spans []span
 	for _, a := range sel {
 		spans = append(spans, span{a.Region, a.Region + a.TextEnd, "patch " + a.Name})
@@ -829,7 +820,7 @@ func unpatchLocked(s *store, pid int, name string, opts Options) ([]*Result, err
 // nothing refers to any more, while the others run (unmapAfter).
 // committed reports that the entries were restored; an error then
 // concerns only the unmapping.
-func remove(pid int, sel []Applied, spans []span, unw <-chan *unwinder, opts Options, ps *pauses) (attempts int, committed bool, err error) {
+func remove(pid int, sel []Applied, spans []span, unw *unwinderLoad, opts Options, ps *pauses) (attempts int, committed bool, err error) {
 	// The first stop is the attach itself.
 	var pr *proc.Process
 	in := func(stop func(*proc.Process) error) error {
@@ -842,7 +833,7 @@ func remove(pid int, sel []Applied, spans []span, unw <-chan *unwinder, opts Opt
 		})
 		return err
 	}
-	unwr := <-unw
+	unwr := unw.get()
 	proc.Mark("unpatch: stop (all threads, restore entries)")
 	attempts, err = stopSafely(in, spans, unwr, opts, ps, func() error {
 		var u undo

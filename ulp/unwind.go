@@ -1,12 +1,16 @@
 package ulp
 
 import (
+	"bytes"
 	"debug/elf"
-	"encoding/hex"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/livefix/livefix/internal/proc"
 )
@@ -28,54 +32,94 @@ import (
 type ehTable struct {
 	hdr, frame         []byte
 	hdrAddr, frameAddr uint64 // ELF virtual addresses of the sections
-	table              []ehEntry
+	// The sorted search table of .eh_frame_hdr: read in place (sdata4,
+	// 8 bytes an entry, datarel: the encoding GNU linkers write), else
+	// decoded into table.
+	sdata4 []byte
+	table  []ehEntry
+	// mapping is the file's read-only mapping the sections are in.
+	mapping []byte
 }
 
 type ehEntry struct{ pc, fde uint64 } // both virtual addresses
 
-var ehCache struct {
-	sync.Mutex
-	m map[string]*ehTable
-}
-
-// loadEH reads the unwind tables of an object (nil if it has none).
-func loadEH(key, path string) *ehTable {
-	ehCache.Lock()
-	t, ok := ehCache.m[key]
-	ehCache.Unlock()
-	if ok {
-		return t
-	}
-	t = readEH(path)
-	if key != "" {
-		ehCache.Lock()
-		if ehCache.m == nil {
-			ehCache.m = map[string]*ehTable{}
+// find returns the address of the FDE of the last table entry at or
+// below pc.
+func (t *ehTable) find(pc uint64) (uint64, bool) {
+	if t.sdata4 == nil {
+		i := sort.Search(len(t.table), func(i int) bool { return t.table[i].pc > pc }) - 1
+		if i < 0 {
+			return 0, false
 		}
-		ehCache.m[key] = t
-		ehCache.Unlock()
+		return t.table[i].fde, true
 	}
-	return t
+	at := func(i, field int) uint64 {
+		return t.hdrAddr + uint64(int64(int32(binary.LittleEndian.Uint32(t.sdata4[8*i+4*field:]))))
+	}
+	i := sort.Search(len(t.sdata4)/8, func(i int) bool { return at(i, 0) > pc }) - 1
+	if i < 0 {
+		return 0, false
+	}
+	return at(i, 1), true
 }
 
+// readEH maps the object's file read-only and takes its .eh_frame_hdr and
+// .eh_frame from the mapping, without copying them: read into the heap,
+// libc's alone were 180 KB of fresh pages, faulted in by every patch
+// command (about a third of its page faults), and decoding the search
+// table cost as much again. The objects are those the target has mapped:
+// their files are replaced by rename, not truncated. The mapping lasts
+// until close: a livefix process must not itself look like one that maps
+// a target (a watcher scans every process's maps).
 func readEH(path string) *ehTable {
-	f, err := elf.Open(path)
+	file, err := os.Open(path)
 	if err != nil {
 		return nil
 	}
-	defer f.Close()
+	defer file.Close()
+	st, err := file.Stat()
+	if err != nil || st.Size() <= 0 || st.Size() != int64(int(st.Size())) {
+		return nil
+	}
+	mem, err := unix.Mmap(int(file.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_PRIVATE)
+	if err != nil {
+		return nil
+	}
+	t := ehFromImage(mem)
+	if t == nil {
+		unix.Munmap(mem)
+		return nil
+	}
+	t.mapping = mem
+	return t
+}
+
+// close unmaps what readEH mapped; t is not used after.
+func (t *ehTable) close() {
+	if t.mapping != nil {
+		unix.Munmap(t.mapping)
+		t.mapping, t.hdr, t.frame, t.sdata4 = nil, nil, nil, nil
+	}
+}
+
+// ehFromImage finds the unwind tables in the bytes of an ELF file.
+func ehFromImage(mem []byte) *ehTable {
+	f, err := elf.NewFile(bytes.NewReader(mem))
+	if err != nil {
+		return nil
+	}
 	hs, fs := f.Section(".eh_frame_hdr"), f.Section(".eh_frame")
 	if hs == nil || fs == nil || hs.Type == elf.SHT_NOBITS || fs.Type == elf.SHT_NOBITS {
 		return nil
 	}
-	t := &ehTable{hdrAddr: hs.Addr, frameAddr: fs.Addr}
-	if t.hdr, err = hs.Data(); err != nil {
-		return nil
+	section := func(s *elf.Section) []byte {
+		if s.Flags&elf.SHF_COMPRESSED != 0 || s.Offset > uint64(len(mem)) || s.Size > uint64(len(mem))-s.Offset {
+			return nil
+		}
+		return mem[s.Offset : s.Offset+s.Size : s.Offset+s.Size]
 	}
-	if t.frame, err = fs.Data(); err != nil {
-		return nil
-	}
-	if len(t.hdr) < 4 || t.hdr[0] != 1 {
+	t := &ehTable{hdrAddr: hs.Addr, frameAddr: fs.Addr, hdr: section(hs), frame: section(fs)}
+	if t.hdr == nil || t.frame == nil || len(t.hdr) < 4 || t.hdr[0] != 1 {
 		return nil
 	}
 	r := ehReader{b: t.hdr, base: t.hdrAddr, pos: 4}
@@ -85,6 +129,13 @@ func readEH(path string) *ehTable {
 	n, err := r.ptr(t.hdr[2])
 	if err != nil || n > uint64(len(t.hdr)) {
 		return nil
+	}
+	if t.hdr[3] == 0x3b { // DW_EH_PE_datarel | DW_EH_PE_sdata4
+		if n*8 > uint64(len(t.hdr)-r.pos) {
+			return nil
+		}
+		t.sdata4 = t.hdr[r.pos : r.pos+int(n)*8]
+		return t
 	}
 	for i := uint64(0); i < n; i++ {
 		pc, err1 := r.ptr(t.hdr[3])
@@ -232,11 +283,11 @@ type frameRule struct {
 
 // rule returns the frame rule at pc (a virtual address of the object).
 func (t *ehTable) rule(pc uint64) (*frameRule, error) {
-	i := sort.Search(len(t.table), func(i int) bool { return t.table[i].pc > pc }) - 1
-	if i < 0 {
+	fde, ok := t.find(pc)
+	if !ok || fde < t.frameAddr || fde-t.frameAddr > uint64(len(t.frame)) {
 		return nil, errEH
 	}
-	fdeOff := int(t.table[i].fde - t.frameAddr)
+	fdeOff := int(fde - t.frameAddr)
 	r := ehReader{b: t.frame, base: t.frameAddr, pos: fdeOff}
 	length, err := r.fixed(4)
 	if err != nil || length == 0 || length == 0xffffffff {
@@ -629,13 +680,56 @@ func newUnwinder(pid int, objs []proc.Object) *unwinder {
 		if hi == 0 {
 			continue
 		}
-		eh := loadEH(hex.EncodeToString(o.BuildID), o.Mappings[0].MapFile(pid))
+		eh := readEH(o.Mappings[0].MapFile(pid))
 		if eh == nil {
 			continue
 		}
 		u.objs = append(u.objs, unwObj{lo, hi, o.Bias, eh})
 	}
 	return u
+}
+
+// unwinderLoad is an unwinder being built in the background.
+type unwinderLoad struct {
+	c    chan *unwinder
+	once sync.Once
+	u    *unwinder
+}
+
+// loadUnwinder builds the unwinder of objs in the background. The caller
+// must release it.
+func loadUnwinder(pid int, objs []proc.Object) *unwinderLoad {
+	l := &unwinderLoad{c: make(chan *unwinder, 1)}
+	go func() { l.c <- newUnwinder(pid, objs) }()
+	return l
+}
+
+// noUnwinder is a load of no unwinder (the stack check then scans every
+// stack word).
+func noUnwinder() *unwinderLoad {
+	l := &unwinderLoad{c: make(chan *unwinder, 1)}
+	l.c <- nil
+	return l
+}
+
+// get waits for the unwinder (nil if there is none).
+func (l *unwinderLoad) get() *unwinder {
+	l.once.Do(func() { l.u = <-l.c })
+	return l.u
+}
+
+// release waits for the unwinder and unmaps its tables.
+func (l *unwinderLoad) release() {
+	if u := l.get(); u != nil {
+		u.close()
+	}
+}
+
+// close unmaps the unwind tables; u is not used after.
+func (u *unwinder) close() {
+	for i := range u.objs {
+		u.objs[i].eh.close()
+	}
 }
 
 func (u *unwinder) find(pc uint64) *unwObj {

@@ -176,8 +176,8 @@ func FindObject(pid int, buildID []byte) (*Object, error) {
 }
 
 // MappingProcesses returns the pids of all processes that map an ELF object
-// with the given build-id (for "patch --all"). Processes that exit during
-// the scan or whose maps cannot be read are skipped.
+// with the given build-id (for "patch --all"), never this one. Processes
+// that exit during the scan or whose maps cannot be read are skipped.
 func MappingProcesses(buildID []byte) ([]int, error) {
 	if len(buildID) == 0 {
 		return nil, errors.New("scan processes: empty build-id")
@@ -189,6 +189,9 @@ func MappingProcesses(buildID []byte) ([]int, error) {
 	cache := infoCache{}
 	var out []int
 	for _, pid := range pids {
+		if pid == os.Getpid() {
+			continue // never this process: it cannot trace itself
+		}
 		maps, err := ReadMaps(pid)
 		if err != nil {
 			continue
