@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -46,6 +47,12 @@ type handler struct {
 type cached struct {
 	mod  time.Time
 	size int64
+	// id is the file's identity beyond mtime and size, which a rewrite
+	// within one tick of the file-time clock (4 ms at HZ=250) to the same
+	// length keeps: the inode (the repository renames a new file over
+	// each metadata file, so each version has its own) and the change
+	// time.
+	id   fileID
 	data []byte
 	etag string
 	// Header values, made once: a 304 allocates nothing for them.
@@ -65,6 +72,19 @@ var (
 )
 
 func sinceStart() int64 { return int64(time.Since(start)) }
+
+type fileID struct {
+	dev, ino uint64
+	ctime    int64
+}
+
+func idOf(fi os.FileInfo) fileID {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}
+	}
+	return fileID{uint64(st.Dev), st.Ino, st.Ctim.Nano()}
+}
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if req.Method != http.MethodGet && req.Method != http.MethodHead {
@@ -136,7 +156,7 @@ func (h *handler) get(name, full string, fi os.FileInfo) *cached {
 	h.mu.RLock()
 	c := h.cache[name]
 	h.mu.RUnlock()
-	if c != nil && c.mod.Equal(fi.ModTime()) && c.size == fi.Size() {
+	if c != nil && c.mod.Equal(fi.ModTime()) && c.size == fi.Size() && c.id == idOf(fi) {
 		c.checked.Store(h.now())
 		return c
 	}
@@ -146,7 +166,7 @@ func (h *handler) get(name, full string, fi os.FileInfo) *cached {
 	}
 	sum := sha256.Sum256(data)
 	etag := `"` + hex.EncodeToString(sum[:16]) + `"`
-	c = &cached{mod: fi.ModTime(), size: int64(len(data)), data: data, etag: etag, etagHdr: []string{etag}}
+	c = &cached{mod: fi.ModTime(), size: int64(len(data)), id: idOf(fi), data: data, etag: etag, etagHdr: []string{etag}}
 	c.checked.Store(h.now())
 	h.mu.Lock()
 	h.cache[name] = c
