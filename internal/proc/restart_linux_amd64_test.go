@@ -65,17 +65,18 @@ func TestSortRestart(t *testing.T) {
 func TestRunDelayGrows(t *testing.T) {
 	p := &Process{pid: os.Getpid()}
 	defer p.closeSchedFiles()
+	one := firstCPU(t)
+	unlock := lockOnCPU(t, one) // this goroutine's thread, from here on
+	defer unlock()
 	tid := unix.Gettid()
 	a, ok := p.runDelay(tid)
 	if !ok {
 		t.Fatalf("runDelay of this thread: no reading from /proc/%d/task/%d/schedstat", p.pid, tid)
 	}
-	var one unix.CPUSet
-	one.Set(0)
 	done := make(chan int)
 	for range 2 {
 		go func() {
-			// A thread of its own on CPU 0 with the test's thread.
+			// A thread of its own on that CPU with the test's thread.
 			unlock := lockOnCPU(t, one)
 			defer unlock()
 			for end := time.Now().Add(50 * time.Millisecond); time.Now().Before(end); {
@@ -83,10 +84,8 @@ func TestRunDelayGrows(t *testing.T) {
 			done <- 0
 		}()
 	}
-	unlock := lockOnCPU(t, one)
 	for end := time.Now().Add(50 * time.Millisecond); time.Now().Before(end); {
 	}
-	unlock()
 	<-done
 	<-done
 	b, ok := p.runDelay(tid)
@@ -95,17 +94,34 @@ func TestRunDelayGrows(t *testing.T) {
 	}
 }
 
-// lockOnCPU locks the calling goroutine to its thread and that thread to
-// set; the returned function undoes both.
-func lockOnCPU(t *testing.T, set unix.CPUSet) func() {
+// firstCPU is the set of the lowest CPU this process may run on.
+func firstCPU(t *testing.T) unix.CPUSet {
 	t.Helper()
+	var all, one unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		t.Fatal(err)
+	}
+	for cpu := 0; cpu < 1024; cpu++ {
+		if all.IsSet(cpu) {
+			one.Set(cpu)
+			return one
+		}
+	}
+	t.Fatal("no CPU in this process's affinity")
+	return one
+}
+
+// lockOnCPU locks the calling goroutine to its thread and that thread to
+// set; the returned function undoes both. It may run on any goroutine (it
+// reports with Errorf).
+func lockOnCPU(t *testing.T, set unix.CPUSet) func() {
 	runtime.LockOSThread()
 	var old unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &old); err != nil {
-		t.Fatal(err)
+		t.Errorf("get affinity: %v", err)
 	}
 	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		t.Fatal(err)
+		t.Errorf("set affinity: %v", err)
 	}
 	return func() {
 		unix.SchedSetaffinity(0, &old)
@@ -131,15 +147,16 @@ func TestRealtimeTracer(t *testing.T) {
 	if attr.Policy != unix.SCHED_FIFO || attr.Priority != 1 {
 		t.Fatalf("tracer thread %d: policy %d priority %d, want SCHED_FIFO (%d) at 1", tracer, attr.Policy, attr.Priority, unix.SCHED_FIFO)
 	}
-	var one unix.CPUSet
-	one.Set(0)
+	one := firstCPU(t)
 	for _, tid := range append(p.Threads(), tracer) {
 		if err := unix.SchedSetaffinity(tid, &one); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Spinning, the tracer makes each stop last about 230 ms here; each
-	// sleeping wait a few milliseconds at most.
+	// sleeping wait a few milliseconds at most, tens of milliseconds
+	// when other processes crowd that CPU too (the test packages of
+	// make test run side by side).
 	const cycles = 20
 	var took []time.Duration
 	for i := range cycles {
@@ -154,8 +171,8 @@ func TestRealtimeTracer(t *testing.T) {
 		took = append(took, time.Since(start))
 	}
 	slices.Sort(took)
-	if med := took[cycles/2]; med > 50*time.Millisecond {
-		t.Errorf("stops of a target sharing the tracer's CPU: median %v (all %v), want under 50ms", med, took)
+	if med := took[cycles/2]; med > 100*time.Millisecond {
+		t.Errorf("stops of a target sharing the tracer's CPU: median %v (all %v), want under 100ms", med, took)
 	}
 	for tid, st := range threadStates(t, tg.pid) {
 		if st != 't' {
