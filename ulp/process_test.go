@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -296,6 +297,42 @@ func procState(t *testing.T, pid int) string {
 	}
 	s := string(b)
 	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:])[0]
+}
+
+// TestReaderNotPatched: a process that maps the target library only to
+// read it (as a checksum or backup tool does) does not run it. --all
+// leaves it out, and patching it by pid is refused, so its view of the
+// file is never changed by jumps written into it.
+func TestReaderNotPatched(t *testing.T) {
+	requireHost(t)
+	work, state := t.TempDir(), t.TempDir()
+	res := buildPatch(t, testdata(t, "calc"), testdata(t, "patches", "libccall.patch"), calcBuild, "libcalc.so", work, 1)
+	dir := filepath.Dir(res.OrigTarget)
+	reader := filepath.Join(t.TempDir(), "reader")
+	if out, err := exec.Command("gcc", "-O2", "-o", reader, testdata(t, "reader.c")).CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	rd := start(t, nil, reader, res.OrigTarget)
+	sum := rd.ask("s")
+	app := start(t, []string{"LD_LIBRARY_PATH=" + dir}, filepath.Join(dir, "app"))
+
+	pids, _, errs, err := ulp.ApplyAll(res.Patch, ulp.Options{StateDir: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pids) != 1 || pids[0] != app.pid || errs[0] != nil {
+		t.Fatalf("ApplyAll patched %v (errors %v), want only the app %d, not the reader %d", pids, errs, app.pid, rd.pid)
+	}
+	if got := app.ask("A 5"); got != "505" {
+		t.Fatalf("app: A 5 = %s", got)
+	}
+	_, err = ulp.Apply(rd.pid, res.Patch, ulp.Options{StateDir: state})
+	if !errors.Is(err, proc.ErrNotMapped) || !strings.Contains(err.Error(), "without execute permission") {
+		t.Fatalf("Apply to the reader: %v, want ErrNotMapped naming the read-only mapping", err)
+	}
+	if got := rd.ask("s"); got != sum {
+		t.Errorf("the reader's view of the library changed: checksum %s, was %s", got, sum)
+	}
 }
 
 // TestAll50: --all patches 50 processes that map the same library, and

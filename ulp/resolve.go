@@ -29,12 +29,19 @@ func newView(pid int, buildID []byte) (*view, error) {
 		return nil, err
 	}
 	v := &view{pid: pid, objs: objs, imgs: map[int]*image{}, exe: -1}
-	ti := -1
+	ti, data := -1, false
 	for i := range objs {
 		if bytes.Equal(objs[i].BuildID, buildID) {
+			if !objs[i].Executable() {
+				data = true // mapped to be read, not run: look on
+				continue
+			}
 			ti = i
 			break
 		}
+	}
+	if ti < 0 && data {
+		return nil, fmt.Errorf("pid %d maps the patch's target (build-id %s) only without execute permission, as data (a tool reading the file?): it does not run that code, and writing jumps there would change what it reads: %w", pid, hex.EncodeToString(buildID), proc.ErrNotMapped)
 	}
 	if ti < 0 {
 		return nil, fmt.Errorf("pid %d does not map the patch's target (build-id %s): %w", pid, hex.EncodeToString(buildID), proc.ErrNotMapped)

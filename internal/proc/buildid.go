@@ -34,6 +34,19 @@ func (o *Object) Start() uint64 { return o.Mappings[0].Start }
 // End returns the end of the highest mapping of the object.
 func (o *Object) End() uint64 { return o.Mappings[len(o.Mappings)-1].End }
 
+// Executable reports whether one of the object's mappings may execute: a
+// process runs code of the object (as opposed to one that maps the file
+// to read it, as a checksum or backup tool does). Only such an object is
+// something to patch.
+func (o *Object) Executable() bool {
+	for _, m := range o.Mappings {
+		if m.Executable() {
+			return true
+		}
+	}
+	return false
+}
+
 // Deleted reports whether the file was unlinked or replaced after mapping.
 func (o *Object) Deleted() bool { return o.Mappings[0].Deleted() }
 
@@ -176,8 +189,9 @@ func FindObject(pid int, buildID []byte) (*Object, error) {
 }
 
 // MappingProcesses returns the pids of all processes that map an ELF object
-// with the given build-id (for "patch --all"), never this one. Processes
-// that exit during the scan or whose maps cannot be read are skipped.
+// with the given build-id executable (for "patch --all"), never this one.
+// Processes that exit during the scan or whose maps cannot be read are
+// skipped.
 func MappingProcesses(buildID []byte) ([]int, error) {
 	if len(buildID) == 0 {
 		return nil, errors.New("scan processes: empty build-id")
@@ -196,10 +210,11 @@ func MappingProcesses(buildID []byte) ([]int, error) {
 		if err != nil {
 			continue
 		}
+		exec := executableFiles(maps)
 		seen := map[fileKey]bool{}
 		for _, m := range maps {
 			k := fileKey{m.Dev, m.Inode, m.Path}
-			if !m.FileBacked() || seen[k] {
+			if !m.FileBacked() || seen[k] || !exec[k] {
 				continue
 			}
 			seen[k] = true
@@ -228,7 +243,19 @@ type Matcher struct {
 // matcherMax bounds the files a Matcher remembers.
 const matcherMax = 4096
 
-// Maps reports whether pid maps an object with one of ids.
+// executableFiles returns the files of which maps has an executable
+// mapping.
+func executableFiles(maps []Mapping) map[fileKey]bool {
+	exec := map[fileKey]bool{}
+	for _, m := range maps {
+		if m.FileBacked() && m.Executable() {
+			exec[fileKey{m.Dev, m.Inode, m.Path}] = true
+		}
+	}
+	return exec
+}
+
+// Maps reports whether pid maps an object with one of ids executable.
 func (mt *Matcher) Maps(pid int, ids [][]byte) (bool, error) {
 	maps, err := ReadMaps(pid)
 	if err != nil {
@@ -239,8 +266,10 @@ func (mt *Matcher) Maps(pid int, ids [][]byte) (bool, error) {
 	if mt.cache == nil || len(mt.cache) > matcherMax {
 		mt.cache = infoCache{}
 	}
+	exec := executableFiles(maps)
 	for i, m := range maps {
-		if !m.FileBacked() || i > 0 && maps[i-1].Inode == m.Inode && maps[i-1].Dev == m.Dev && maps[i-1].Path == m.Path {
+		if !m.FileBacked() || !exec[fileKey{m.Dev, m.Inode, m.Path}] ||
+			i > 0 && maps[i-1].Inode == m.Inode && maps[i-1].Dev == m.Dev && maps[i-1].Path == m.Path {
 			continue
 		}
 		info := mt.cache.get(pid, m)
