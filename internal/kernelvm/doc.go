@@ -12,7 +12,9 @@
 // modules the caller asked for, boots the kernel with it on a serial
 // console, and returns what the script printed and its exit status. The
 // guest powers off when the script ends; a guest that hangs is killed when
-// the timeout expires.
+// the timeout expires. A guest that hangs before its script has started
+// (Config.BootTimeout) is booted again, up to BootAttempts times: nothing
+// of the caller's has run in it yet.
 //
 // The default kernel command line is "console=ttyS0 quiet panic=-1
 // no_timer_check"; Config.Cmdline is appended to it. no_timer_check skips
