@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -691,30 +690,32 @@ func newUnwinder(pid int, objs []proc.Object) *unwinder {
 
 // unwinderLoad is an unwinder being built in the background.
 type unwinderLoad struct {
-	c    chan *unwinder
-	once sync.Once
+	done chan struct{} // closed once u is set
 	u    *unwinder
 }
 
 // loadUnwinder builds the unwinder of objs in the background. The caller
 // must release it.
 func loadUnwinder(pid int, objs []proc.Object) *unwinderLoad {
-	l := &unwinderLoad{c: make(chan *unwinder, 1)}
-	go func() { l.c <- newUnwinder(pid, objs) }()
+	l := &unwinderLoad{done: make(chan struct{})}
+	go func() {
+		l.u = newUnwinder(pid, objs)
+		close(l.done)
+	}()
 	return l
 }
 
 // noUnwinder is a load of no unwinder (the stack check then scans every
 // stack word).
 func noUnwinder() *unwinderLoad {
-	l := &unwinderLoad{c: make(chan *unwinder, 1)}
-	l.c <- nil
+	l := &unwinderLoad{done: make(chan struct{})}
+	close(l.done)
 	return l
 }
 
 // get waits for the unwinder (nil if there is none).
 func (l *unwinderLoad) get() *unwinder {
-	l.once.Do(func() { l.u = <-l.c })
+	<-l.done
 	return l.u
 }
 

@@ -43,9 +43,9 @@ type Config struct {
 	// occasionally hangs early in boot (a soft lockup in its crypto self
 	// tests: e2e/host's kill trials hung so in one make test run of
 	// four), and nothing of the test has run yet, so booting again is
-	// safe. The
-	// deadline must be far longer than any boot: a guest killed just as
-	// it printed the start marker may have begun the script.
+	// safe. The deadline must be far longer than any boot: a guest
+	// killed just as it printed the start marker may have begun the
+	// script.
 	BootTimeout time.Duration
 	// Disks are raw image files attached as virtio-blk drives, in order
 	// /dev/vda, /dev/vdb, ...; the guest needs Modules virtio_pci and

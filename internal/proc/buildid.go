@@ -200,28 +200,14 @@ func MappingProcesses(buildID []byte) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	cache := infoCache{}
+	var mt Matcher
 	var out []int
 	for _, pid := range pids {
 		if pid == os.Getpid() {
 			continue // never this process: it cannot trace itself
 		}
-		maps, err := ReadMaps(pid)
-		if err != nil {
-			continue
-		}
-		exec := executableFiles(maps)
-		seen := map[fileKey]bool{}
-		for _, m := range maps {
-			k := fileKey{m.Dev, m.Inode, m.Path}
-			if !m.FileBacked() || seen[k] || !exec[k] {
-				continue
-			}
-			seen[k] = true
-			if info := cache.get(pid, m); info.err == nil && bytes.Equal(info.buildID, buildID) {
-				out = append(out, pid)
-				break
-			}
+		if ok, err := mt.Maps(pid, [][]byte{buildID}); err == nil && ok {
+			out = append(out, pid)
 		}
 	}
 	return out, nil

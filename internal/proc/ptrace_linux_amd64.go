@@ -981,9 +981,10 @@ func (p *Process) release() error {
 	// was running is held for its own interrupt only, not until every
 	// other thread has stopped too.
 	deadline := time.Now().Add(p.opts.Timeout / 4)
+	order := p.restartOrder() // no thread is added below
 	for {
-		for _, t := range p.restartOrder() {
-			if !t.stopped {
+		for _, t := range order {
+			if !t.stopped || p.threads[t.tid] != t {
 				continue
 			}
 			if err := p.restart(t, true); err != nil {

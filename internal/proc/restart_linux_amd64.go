@@ -58,6 +58,9 @@ func (p *Process) runDelay(tid int) (uint64, bool) {
 	var buf [96]byte
 	n, err := unix.Pread(fd, buf[:], 0)
 	if err != nil || n <= 0 {
+		// The thread exited; a later thread with its tid gets a new file.
+		unix.Close(fd)
+		delete(p.schedFiles, tid)
 		return 0, false
 	}
 	return parseRunDelay(buf[:n])
